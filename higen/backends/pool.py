@@ -1,0 +1,84 @@
+"""The executor: one persistent worker per target, a test fanned out to all of them at once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from higen.backends.base import Outcome, Target
+from higen.workers import WorkerFailure, WorkerProcess, WorkerSpec
+
+
+class BackendPool:
+    """Runs one model on every target, each in its own crash-isolated worker, in parallel."""
+
+    def __init__(self, targets: list[Target], log_dir: Path, timeout_s: float = 60.0,
+                 memory_limit_mb: int = 8192, start_timeout_s: float = 180.0):
+        self.targets = list(targets)
+        self.timeout_s = timeout_s
+        self.workers = {
+            target.name: WorkerProcess(
+                WorkerSpec(name=target.name, module="higen.backends.serve", args=(target.name,),
+                           memory_limit_mb=memory_limit_mb, start_timeout_s=start_timeout_s),
+                log_dir,
+            )
+            for target in self.targets
+        }
+
+    def start(self) -> dict[str, dict]:
+        """Start every worker (imports overlap); raises WorkerStartError naming the first that failed."""
+        for worker in self.workers.values():
+            worker.launch()
+        try:
+            return {name: worker.wait_ready() for name, worker in self.workers.items()}
+        except Exception:
+            self.close()
+            raise
+
+    def describe(self) -> dict[str, dict]:
+        return {name: worker.info for name, worker in self.workers.items()}
+
+    def run(self, model_path: Path, inputs_path: Path, out_dir: Path,
+            only: list[str] | None = None) -> dict[str, Outcome]:
+        """Compile and run the model on all targets (or ``only`` these); every target yields an
+        Outcome, whatever happens to it."""
+        started = {}
+        for name in only or self.workers:
+            worker = self.workers[name]
+            request = {"model": str(model_path), "inputs": str(inputs_path),
+                       "outputs": str(out_dir / f"{name.replace(':', '_')}.npz")}
+            started[name] = (time.perf_counter(), request["outputs"])
+            worker.submit(request, self.timeout_s)
+        return {name: self._collect(name, *began) for name, began in started.items()}
+
+    def _collect(self, name: str, began: float, outputs_path: str) -> Outcome:
+        worker = self.workers[name]
+        try:
+            reply = worker.collect()
+        except WorkerFailure as failure:
+            return Outcome(target=name, status="timeout" if failure.kind == "timeout" else "crash",
+                           error_type=failure.kind, message=failure.detail, log_tail=failure.log_tail,
+                           signal=failure.signal_name, wall_s=time.perf_counter() - began)
+        outcome = Outcome(
+            target=name, status=reply["status"], stage=reply.get("stage", ""),
+            error_type=reply.get("error_type", ""), message=reply.get("message", ""),
+            log_tail=reply.get("traceback", ""), compile_s=reply.get("compile_s", 0.0),
+            run_s=reply.get("run_s", 0.0), wall_s=time.perf_counter() - began,
+        )
+        if outcome.ok:
+            outcome.outputs_path = outputs_path
+        return outcome
+
+    def worker_memory_mb(self) -> dict[str, float]:
+        return {name: worker.rss_mb() for name, worker in self.workers.items()}
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+    def __enter__(self) -> "BackendPool":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""Backend worker: ``python -m higen.backends.serve TARGET`` compiles and runs one model per request.
+
+Request: ``{"model": path, "inputs": path, "outputs": path}``. Reply: status (ok / unsupported /
+error), the stage reached, timings, and the error when there was one. Outputs go to the .npz file.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Any
+
+from higen.backends.base import Target, Unsupported
+from higen.backends.registry import create_backend
+from higen.tensors import load_tensors, save_tensors
+from higen.workers import serve
+
+
+def make_handler(target_text: str):
+    backend = create_backend(Target.parse(target_text))
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        stage = "compile"
+        started = time.perf_counter()
+        timings = {"compile_s": 0.0, "run_s": 0.0}
+        try:
+            compiled = backend.compile(request["model"])
+            timings["compile_s"] = time.perf_counter() - started
+            stage = "run"
+            inputs = load_tensors(request["inputs"])
+            started = time.perf_counter()
+            outputs = backend.run(compiled, inputs)
+            timings["run_s"] = time.perf_counter() - started
+            save_tensors(request["outputs"], outputs)
+            return {"status": "ok", "stage": stage, **timings}
+        except Exception as exc:
+            unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
+            return {
+                "status": "unsupported" if unsupported else "error",
+                "stage": stage,
+                "error_type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(limit=8),
+                **timings,
+            }
+
+    return handle, backend.describe()
+
+
+if __name__ == "__main__":
+    serve(lambda: make_handler(sys.argv[1]))

@@ -1,0 +1,121 @@
+"""Apache TVM backend (Relax): ONNX frontend, then ``tvm.compile`` at opt level 0 or 3, on LLVM or CUDA.
+
+Targets are ``tvm:llvm:O0``, ``tvm:llvm:O3``, ``tvm:cuda:O0`` and ``tvm:cuda:O3``. The level is the
+``PassContext`` opt level: at O0 Relax ``FuseOps`` fuses nothing, at O3 it fuses elementwise chains.
+Integer constant subgraphs are folded first (see :mod:`higen.onnx_fold`), because the Relax frontend
+only accepts literal pads, shapes and axes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")  # the worker spawner sets it too; one thread per worker
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx
+
+from higen.backends.base import DeviceUnavailable, Target, Unsupported
+from higen.onnx_fold import fold_integer_constants
+from higen.tensors import Tensors
+
+LEVELS = {"O0": 0, "O3": 3}
+DEVICES = ("llvm", "cuda")
+#: Messages that mean "TVM does not implement this op/dtype", not "TVM got it wrong".
+UNSUPPORTED_PATTERNS = re.compile(
+    "|".join((
+        r"not supported for frontend ONNX",  # OpNotImplemented: the frontend has no converter
+        r"\bnot implemented\b",  # converter lacks this opset version or attribute combination
+        r"not supported yet",  # frontend limitation, e.g. "Dynamic pads are not supported yet."
+        r"unknown intrinsic",  # LLVM codegen lacks a math intrinsic for the dtype (float16 atan)
+        r"Data type \S+ not supported for",  # TIR op lacks the dtype (bfloat16 isnan)
+        r"power only applies to float",  # TIR pow is float-only (integer Pow)
+        r"only support",  # e.g. "layer_norm: only support float32 and float16"
+    )),
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class TvmCompiled:
+    """A compiled model: the VM plus the names that map ONNX tensors onto it."""
+
+    vm: relax.VirtualMachine
+    device: Any  # tvm Device the VM runs on
+    input_names: list[str]  # parameters of ``main``, in order (the ONNX input names)
+    output_names: list[str]  # ONNX graph outputs, in the order ``main`` returns them
+
+
+class TvmBackend:
+    def __init__(self, target: Target):
+        if target.device not in DEVICES:
+            raise ValueError(f"TVM device must be one of {DEVICES}, not {target.device!r}")
+        if target.opt not in LEVELS:
+            raise ValueError(f"TVM optimization level must be O0 or O3, not {target.opt!r}")
+        self.target = target
+        self.opt_level = LEVELS[target.opt]
+        if target.device == "cuda":
+            self.device = tvm.cuda(0)
+            if not self.device.exist:  # never fall back to the CPU
+                raise DeviceUnavailable(
+                    f"TVM {tvm.__version__} sees no CUDA device (built with CUDA: "
+                    f"{tvm.support.libinfo().get('USE_CUDA', '?')}): run tvm:llvm targets instead"
+                )
+            self.tvm_target = tvm.target.Target(tvm.target.Target.from_device(self.device), host="llvm")
+        else:
+            self.device = tvm.cpu(0)
+            self.tvm_target = tvm.target.Target("llvm")
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": "tvm", "version": tvm.__version__, "device": self.target.device,
+                "opt_level": self.opt_level, "target": str(self.tvm_target.kind.name)}
+
+    def compile(self, model_path: str) -> TvmCompiled:
+        model = fold_integer_constants(onnx.load(model_path))
+        with warnings.catch_warnings():  # the frontend warns about every renamed or checker-flagged item
+            warnings.simplefilter("ignore")
+            # Unsanitized names keep Relax parameter names equal to the ONNX input names.
+            mod = from_onnx(model, keep_params_in_input=False, sanitize_input_names=False)
+        with tvm.transform.PassContext(opt_level=self.opt_level):
+            executable = tvm.compile(mod, target=self.tvm_target)
+        return TvmCompiled(
+            vm=relax.VirtualMachine(executable, self.device),
+            device=self.device,
+            input_names=[param.name for param in mod["main"].params],
+            output_names=[output.name for output in model.graph.output],
+        )
+
+    def run(self, compiled: TvmCompiled, inputs: Tensors) -> Tensors:
+        args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[name]), compiled.device)
+                for name in compiled.input_names]
+        result = compiled.vm["main"](*args)
+        values = [result] if len(compiled.output_names) == 1 else list(result)
+        if len(values) != len(compiled.output_names):
+            raise RuntimeError(f"TVM returned {len(values)} outputs for {len(compiled.output_names)} ONNX outputs")
+        return {name: _to_numpy(value) for name, value in zip(compiled.output_names, values)}
+
+    def is_unsupported(self, error: Exception) -> bool:
+        return (isinstance(error, (Unsupported, NotImplementedError))  # includes tvm.error.OpNotImplemented
+                or UNSUPPORTED_PATTERNS.search(str(error)) is not None)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """One VM result as numpy: a Tensor, a Shape (a tuple: ``Shape`` of a static tensor), or a scalar."""
+    if isinstance(value, tvm.runtime.Tensor):
+        return value.numpy()
+    if isinstance(value, tvm.runtime.ShapeTuple):
+        return np.array(value, dtype=np.int64)
+    if isinstance(value, (bool, int, float)):
+        return np.asarray(value)
+    raise TypeError(f"unexpected TVM output of type {type(value).__name__}")
+
+
+def create(target: Target) -> TvmBackend:
+    return TvmBackend(target)

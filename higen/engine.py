@@ -1,0 +1,180 @@
+"""The engine: generator -> backend pool -> oracle -> bug store, for one test at a time.
+
+It composes the parts and owns their processes; it knows nothing about strategies or RL. Callers
+may ``submit`` the next config before calling ``finish`` on the current one, so NNSmith builds
+test i+1 (one core) while the backends run test i (the other).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from higen import __version__
+from higen.backends.base import REFERENCE, Outcome
+from higen.backends.pool import BackendPool
+from higen.bugs.store import BugStore
+from higen.generation.client import GenResult, Generator
+from higen.generation.config import GenConfig
+from higen.modes import Plan
+from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
+from higen.support import learn_support
+from higen.tensors import load_tensors, scratch_dir
+from higen.workers import WorkerStartError
+
+
+@dataclass
+class EngineSettings:
+    plan: Plan
+    timeout_s: float = 60.0
+    memory_limit_mb: int = 8192
+    gen_timeout_s: float = 120.0
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    examples_per_signature: int = 1
+    learn_support: bool = True
+
+
+@dataclass
+class TestResult:
+    index: int
+    config: GenConfig
+    verdict: Verdict
+    reason: str = ""  # why invalid
+    findings: list[Finding] = field(default_factory=list)
+    new_signatures: list[str] = field(default_factory=list)
+    case: str | None = None
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    tokens: list[str] = field(default_factory=list)
+    n_nodes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict not in (Verdict.INVALID, Verdict.UNSUPPORTED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "verdict": str(self.verdict), "reason": self.reason,
+                "seed": self.config.seed, "method": self.config.method, "n_nodes": self.n_nodes,
+                "findings": [f.signature for f in self.findings], "new": len(self.new_signatures),
+                "case": self.case, "timings": {k: round(v, 5) for k, v in self.timings.items()},
+                "outcomes": {t: o.status for t, o in self.outcomes.items()}}
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None):
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        logs = self.run_dir / "workers"
+        self.generator = Generator(logs, settings.gen_timeout_s, settings.memory_limit_mb)
+        self.pool = BackendPool(settings.plan.targets, logs, settings.timeout_s, settings.memory_limit_mb)
+        self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature)
+        self.work = scratch_dir("higen-tests-")
+        self.verdicts: Counter[str] = Counter()
+        self.signatures: set[str] = set()
+        self.tests_done = 0
+        self._submitted = 0
+        self._pending: tuple[int, Path] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Start every worker in parallel, drop absent optional (GPU) targets with a plain warning,
+        then learn what the targets support. Raises WorkerStartError for a required target."""
+        self.generator.launch()
+        for worker in self.pool.workers.values():
+            worker.launch()
+        for name, worker in list(self.pool.workers.items()):
+            try:
+                worker.wait_ready()
+            except WorkerStartError as error:
+                if name not in self.settings.plan.optional:
+                    self.close()
+                    raise
+                self.console.print(f"[yellow]skipping {name}: {error}[/yellow]")
+                self._drop_target(name)
+        self.generator.wait_ready()
+        if self.settings.learn_support:
+            learn_support(self.generator, self.pool, self.run_dir, support_progress)
+        return self.versions()
+
+    def _drop_target(self, name: str) -> None:
+        self.pool.workers.pop(name).stop()
+        self.pool.targets = [t for t in self.pool.targets if t.name != name]
+        self.settings.plan = self.settings.plan.without(name)
+
+    def versions(self) -> dict[str, Any]:
+        info = self.generator.info
+        return {"higen": __version__, "nnsmith": info.get("nnsmith_version"), "torch": info.get("torch_version"),
+                "targets": {name: {k: v for k, v in i.items() if k != "ready"}
+                            for name, i in self.pool.describe().items()}}
+
+    def close(self) -> None:
+        self.generator.close()
+        self.pool.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- tests ---------------------------------------------------------------------------------
+    def submit(self, config: GenConfig) -> None:
+        """Start generating a test; its execution happens in :meth:`finish`."""
+        self._submitted += 1
+        index = self._submitted
+        directory = self.work / f"t{index}"
+        self.generator.submit(config, directory)
+        self._pending = (index, directory)
+
+    def finish(self, prefetch: GenConfig | None = None) -> TestResult:
+        """Complete the submitted test; with ``prefetch``, start generating the next one meanwhile."""
+        index, directory = self._pending
+        began = time.perf_counter()
+        generated = self.generator.collect()
+        waited = time.perf_counter() - began
+        self._pending = None
+        if prefetch is not None:
+            self.submit(prefetch)
+        try:
+            result = self._execute(index, generated)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        result.timings["gen_s"] = generated.gen_s
+        result.timings["gen_wait_s"] = waited
+        self.tests_done += 1
+        self.verdicts[str(result.verdict)] += 1
+        self.signatures.update(f.signature for f in result.findings)
+        return result
+
+    def run_one(self, config: GenConfig) -> TestResult:
+        self.submit(config)
+        return self.finish()
+
+    def _execute(self, index: int, generated: GenResult) -> TestResult:
+        if not generated.valid:
+            return TestResult(index, generated.config, Verdict.INVALID, reason=generated.reason)
+        test = generated.test
+        began = time.perf_counter()
+        outcomes = self.pool.run(test.model_path, test.inputs_path, test.directory)
+        executed = time.perf_counter()
+        outputs = {REFERENCE: load_tensors(test.reference_path)}
+        outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
+        judgement: Judgement = judge(outcomes, outputs, self.settings.plan.pairs, test.producers,
+                                     self.settings.tolerances)
+        judged = time.perf_counter()
+        new, case = [], None
+        if judgement.findings:
+            new, case = self.store.record(test, judgement, outcomes, {"versions": self.versions(),
+                                                                     "mode": self.settings.plan.mode})
+        timings = {"exec_s": executed - began, "judge_s": judged - executed, "store_s": time.perf_counter() - judged}
+        timings.update({f"{name}_s": o.compile_s + o.run_s for name, o in outcomes.items()})
+        return TestResult(index, test.config, judgement.verdict, findings=judgement.findings, new_signatures=new,
+                          case=case, outcomes=outcomes, tokens=test.tokens, n_nodes=test.n_nodes, timings=timings)

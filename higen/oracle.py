@@ -1,0 +1,195 @@
+"""The differential oracle: outcomes of one test on several targets -> a verdict and its findings.
+
+Each compared pair of targets (and each target alone, for crashes and errors) can yield a finding
+with a *signature*: what kind of failure, on which targets, and a normalized description (numbers,
+addresses, temp paths and node names removed) so that the same bug found twice is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from higen.backends.base import Outcome
+from higen.tensors import Tensors
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    MISMATCH = "mismatch"
+    NAN_INF_MISMATCH = "nan_inf_mismatch"
+    SHAPE_MISMATCH = "shape_mismatch"
+    DTYPE_MISMATCH = "dtype_mismatch"
+    CRASH = "crash"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    UNSUPPORTED = "unsupported"
+    INVALID = "invalid"
+
+
+#: Most severe first: a test's verdict is the most severe of its findings.
+SEVERITY = [Verdict.CRASH, Verdict.TIMEOUT, Verdict.ERROR, Verdict.DTYPE_MISMATCH, Verdict.SHAPE_MISMATCH,
+            Verdict.NAN_INF_MISMATCH, Verdict.MISMATCH, Verdict.UNSUPPORTED, Verdict.INVALID, Verdict.OK]
+FINDING_KINDS = set(SEVERITY[:7])
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+#: Per dtype: fp16 far looser than fp32/fp64; integers and bools must match exactly.
+DEFAULT_TOLERANCES = {
+    "float16": Tolerance(5e-2, 5e-2),
+    "float32": Tolerance(1e-2, 1e-3),
+    "float64": Tolerance(1e-6, 1e-9),
+}
+EXACT = Tolerance(0.0, 0.0)
+
+
+@dataclass
+class Finding:
+    verdict: Verdict
+    targets: tuple[str, ...]
+    signature: str
+    detail: str
+    output: str = ""
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+
+    @property
+    def key(self) -> str:
+        """Short stable id of the signature, usable in a directory name."""
+        return hashlib.sha1(self.signature.encode()).hexdigest()[:10]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["verdict"] = str(self.verdict)
+        return data
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    findings: list[Finding] = field(default_factory=list)
+
+
+# -- normalization -----------------------------------------------------------------------------
+_NOISE = [
+    (re.compile(r"0x[0-9a-fA-F]+"), "ADDR"),
+    (re.compile(r"(?<![\w.])/[^\s'\",:)]+"), "PATH"),  # file paths and ONNX node names like /mlist.1/Relu
+    (re.compile(r"\b\d+(\.\d+)?([eE][-+]?\d+)?\b"), "N"),
+    (re.compile(r"\s+"), " "),
+]
+_FRAME = re.compile(r"^\s*(File \"|Traceback|\d+: |at |#\d+ |\^|~)")
+
+
+def normalize_message(text: str) -> str:
+    for pattern, replacement in _NOISE:
+        text = pattern.sub(replacement, text)
+    return text.strip()[:300]
+
+
+def first_meaningful_line(text: str) -> str:
+    """The first line that says what went wrong, skipping tracebacks, stack frames and blanks."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _FRAME.match(line)]
+    for line in lines:
+        if re.search(r"error|check failed|exception|assert|unsupported|invalid|fail", line, re.I):
+            return line
+    return lines[0] if lines else ""
+
+
+# -- comparisons -------------------------------------------------------------------------------
+def _tolerance(dtype: np.dtype, overrides: dict[str, Tolerance]) -> Tolerance:
+    return overrides.get(dtype.name) or DEFAULT_TOLERANCES.get(dtype.name, EXACT)
+
+
+def compare_tensors(expected: np.ndarray, actual: np.ndarray, tolerances: dict[str, Tolerance]
+                    ) -> tuple[Verdict, str, float | None, float | None]:
+    """Compare two outputs; NaN/Inf must sit in the same positions with the same class."""
+    if expected.dtype != actual.dtype:
+        return Verdict.DTYPE_MISMATCH, f"dtype {expected.dtype} vs {actual.dtype}", None, None
+    if expected.shape != actual.shape:
+        return Verdict.SHAPE_MISMATCH, f"shape {expected.shape} vs {actual.shape}", None, None
+    if not np.issubdtype(expected.dtype, np.floating):
+        differs = expected != actual
+        if differs.any():
+            return Verdict.MISMATCH, f"{int(differs.sum())}/{differs.size} elements differ", None, None
+        return Verdict.OK, "", None, None
+    a, b = expected.astype(np.float64), actual.astype(np.float64)
+    inf_a, inf_b = np.isinf(a), np.isinf(b)
+    special = (np.isnan(a) != np.isnan(b)) | (inf_a != inf_b) | (inf_a & inf_b & (a != b))
+    if special.any():
+        return Verdict.NAN_INF_MISMATCH, f"{int(special.sum())}/{a.size} elements differ in NaN/Inf", None, None
+    both = np.isfinite(a) & np.isfinite(b)
+    tol = _tolerance(expected.dtype, tolerances)
+    abs_err = np.abs(a[both] - b[both])
+    if abs_err.size == 0:
+        return Verdict.OK, "", 0.0, 0.0
+    rel_err = abs_err / np.maximum(np.abs(a[both]), np.finfo(np.float64).tiny)
+    bad = abs_err > tol.atol + tol.rtol * np.abs(a[both])
+    max_abs, max_rel = float(abs_err.max()), float(rel_err.max())
+    if bad.any():
+        return (Verdict.MISMATCH, f"{int(bad.sum())}/{a.size} elements off (max abs {max_abs:.3g}, "
+                f"max rel {max_rel:.3g}, rtol {tol.rtol}, atol {tol.atol})", max_abs, max_rel)
+    return Verdict.OK, "", max_abs, max_rel
+
+
+def _compare_pair(left: str, right: str, outputs: dict[str, Tensors], producers: dict[str, str],
+                  tolerances: dict[str, Tolerance]) -> Finding | None:
+    """The first diverging output of two targets, as a finding (None when they agree)."""
+    expected, actual = outputs[left], outputs[right]
+    missing = sorted(set(expected) ^ set(actual))
+    if missing:
+        return Finding(Verdict.SHAPE_MISMATCH, (left, right), f"shape_mismatch|{left}|{right}|outputs",
+                       f"outputs present on one side only: {missing}")
+    for name in expected:
+        verdict, detail, max_abs, max_rel = compare_tensors(expected[name], actual[name], tolerances)
+        if verdict is not Verdict.OK:
+            op = producers.get(name, "?")
+            return Finding(verdict, (left, right), f"{verdict}|{left}|{right}|{op}|{expected[name].dtype}",
+                           f"output {name} (from {op}): {detail}", name, max_abs, max_rel)
+    return None
+
+
+def _failure_finding(outcome: Outcome) -> Finding:
+    verdict = Verdict(outcome.status)
+    if verdict is Verdict.CRASH:
+        line = first_meaningful_line(outcome.log_tail)
+        what = outcome.signal or outcome.error_type
+    elif verdict is Verdict.TIMEOUT:
+        line, what = "", "timeout"
+    else:
+        line = first_meaningful_line(outcome.message)
+        what = outcome.error_type
+    signature = f"{verdict}|{outcome.target}|{outcome.stage}|{what}|{normalize_message(line)}"
+    detail = f"{outcome.target} {verdict} in {outcome.stage or 'worker'}: {outcome.message or line}"
+    return Finding(verdict, (outcome.target,), signature, detail[:2000])
+
+
+def judge(outcomes: dict[str, Outcome], outputs: dict[str, Tensors], pairs: list[tuple[str, str]],
+          producers: dict[str, str], tolerances: dict[str, Tolerance] | None = None) -> Judgement:
+    """Judge one test. ``outputs`` holds the outputs of every target that ran (the reference too);
+    ``pairs`` says which targets are compared; ``producers`` maps output name -> producing op type."""
+    tolerances = tolerances or {}
+    findings = [_failure_finding(o) for o in outcomes.values() if o.status in ("crash", "timeout", "error")]
+    blamed = {f.targets[0] for f in findings}
+    for left, right in pairs:  # priority order; each target is blamed at most once
+        if left in blamed or right in blamed or left not in outputs or right not in outputs:
+            continue
+        finding = _compare_pair(left, right, outputs, producers, tolerances)
+        if finding:
+            findings.append(finding)
+            blamed.add(right)
+    if findings:
+        verdict = min((f.verdict for f in findings), key=SEVERITY.index)
+    elif any(o.status == "unsupported" for o in outcomes.values()):
+        verdict = Verdict.UNSUPPORTED
+    else:
+        verdict = Verdict.OK
+    return Judgement(verdict, findings)
