@@ -36,6 +36,7 @@ class EngineSettings:
     memory_limit_mb: int = 8192
     gen_timeout_s: float = 120.0
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    nan_policy: str = "skip-unstable"
     examples_per_signature: int = 1
     learn_support: bool = True
 
@@ -168,7 +169,8 @@ class Engine:
         outputs = {REFERENCE: load_tensors(test.reference_path)}
         outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
         judgement: Judgement = judge(outcomes, outputs, self.settings.plan.pairs, test.producers,
-                                     self.settings.tolerances)
+                                     self.settings.tolerances, self.pool.internal_precision(),
+                                     self.settings.nan_policy)
         judged = time.perf_counter()
         new, case = [], None
         if judgement.findings:

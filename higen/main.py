@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from higen.generation.config import GenConfig
-from higen.oracle import DEFAULT_TOLERANCES, Tolerance
+from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
 
 SUBCOMMANDS = ("run", "exec", "doctor")
 
@@ -40,6 +40,8 @@ def run_parser() -> OneLineParser:
     mode.add_argument("--diff-device", choices=("cpu", "gpu"), default="cpu")
     mode.add_argument("--diff-rtol", type=float, help="float32 relative tolerance (default %g)" % DEFAULT_TOLERANCES["float32"].rtol)
     mode.add_argument("--diff-atol", type=float, help="float32 absolute tolerance (default %g)" % DEFAULT_TOLERANCES["float32"].atol)
+    mode.add_argument("--nan-policy", choices=NAN_POLICIES, default="skip-unstable",
+                      help="skip-unstable: outputs whose reference holds NaN/Inf are not compared; strict: all are")
     budget = p.add_argument_group("budget")
     budget.add_argument("--max-tests", type=int, help="total tests (default big-epochs x small-epochs)")
     budget.add_argument("--big-epochs", type=int, default=5)
@@ -88,7 +90,8 @@ def command_run(argv: list[str]) -> int:
     console.print(f"HiGen run in [bold]{run_dir}[/bold]: {plan.mode} mode on "
                   f"{', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
     settings = EngineSettings(plan=plan, timeout_s=args.timeout, memory_limit_mb=args.memory_limit_mb,
-                              tolerances=tolerances, examples_per_signature=args.examples_per_signature,
+                              tolerances=tolerances, nan_policy=args.nan_policy,
+                              examples_per_signature=args.examples_per_signature,
                               learn_support=not args.no_support_probe)
     log = RunLog(run_dir / "training.log")
     with Engine(settings, run_dir, console) as engine, make_progress(console, not args.no_progress) as progress:

@@ -26,7 +26,7 @@ MAX_FOLD_ELEMENTS = 1 << 16
 
 
 def fold_integer_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of ``model`` whose constant integer-valued nodes are replaced by initializers.
+    """Return a new model in which constant integer-valued nodes of ``model`` are initializers.
 
     A node is constant when every input is an initializer that is not also a graph input, the
     output of a Constant node or of another constant node, or when it is ``Shape``/``Size`` of a
@@ -57,7 +57,9 @@ def fold_integer_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             folded.update(result)
 
     if not folded:
-        return model
+        unchanged = onnx.ModelProto()
+        unchanged.CopyFrom(model)
+        return unchanged
     return _rebuild(model, folded, constant_nodes)
 
 
@@ -93,7 +95,7 @@ def _foldable(value: np.ndarray) -> bool:
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Fully known shapes of graph inputs and (after shape inference) of intermediate values."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
         infos = list(inferred.input) + list(inferred.value_info)
     except Exception:  # inference is only an aid; graph-input shapes alone still fold Shape(input)
         infos = list(model.graph.input)

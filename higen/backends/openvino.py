@@ -88,7 +88,8 @@ class OpenVinoBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": "openvino", "version": ov.__version__, "device": self.target.device,
-                "devices": self.devices}
+                "devices": self.devices,
+                "internal_precision": CPU_INTERNAL_PRECISION if self.target.device == "CPU" else {}}
 
     def compile(self, model_path: str) -> CompiledOv:
         """Compile for the device; element types numpy cannot hold faithfully raise Unsupported."""
@@ -109,7 +110,7 @@ class OpenVinoBackend:
         for name, port in compiled.inputs:
             # An ov.Tensor, not a bare array: OpenVINO converts a numpy array of the wrong dtype
             # silently, while a Tensor of the wrong dtype fails with ParameterMismatch.
-            request.set_tensor(port, ov.Tensor(np.ascontiguousarray(inputs[name])))
+            request.set_tensor(port, ov.Tensor(np.require(inputs[name], requirements="C")))
         request.infer()
         return {name: np.array(request.get_tensor(port).data, copy=True) for name, port in compiled.outputs}
 

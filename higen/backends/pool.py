@@ -69,6 +69,10 @@ class BackendPool:
             outcome.outputs_path = outputs_path
         return outcome
 
+    def internal_precision(self) -> dict[str, dict[str, str]]:
+        """target -> {declared dtype: dtype it really computes in}, as each backend describes itself."""
+        return {name: worker.info.get("internal_precision", {}) for name, worker in self.workers.items()}
+
     def worker_memory_mb(self) -> dict[str, float]:
         return {name: worker.rss_mb() for name, worker in self.workers.items()}
 

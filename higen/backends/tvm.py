@@ -75,7 +75,7 @@ class TvmBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": "tvm", "version": tvm.__version__, "device": self.target.device,
-                "opt_level": self.opt_level, "target": str(self.tvm_target.kind.name)}
+                "opt_level": self.opt_level, "target": self.tvm_target.kind.name}
 
     def compile(self, model_path: str) -> TvmCompiled:
         model = fold_integer_constants(onnx.load(model_path))
@@ -93,7 +93,7 @@ class TvmBackend:
         )
 
     def run(self, compiled: TvmCompiled, inputs: Tensors) -> Tensors:
-        args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[name]), compiled.device)
+        args = [tvm.runtime.tensor(np.asarray(inputs[name], order="C"), compiled.device)
                 for name in compiled.input_names]
         result = compiled.vm["main"](*args)
         values = [result] if len(compiled.output_names) == 1 else list(result)
