@@ -158,7 +158,9 @@ class WorkerProcess:
     def submit(self, request: dict[str, Any], timeout_s: float) -> None:
         """Send one request; the answer is picked up by :meth:`collect`. Starts the child if needed."""
         if not self.alive:
-            self.stop()
+            if self.proc is not None:  # died between requests
+                self.restarts += 1
+                self.stop()
             self.start()
         self._log_offset = self.log_path.stat().st_size
         self._deadline = time.monotonic() + timeout_s
