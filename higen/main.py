@@ -1,4 +1,4 @@
-"""Command line: ``python -m higen.main [run flags]``, ``higen exec MODEL``, ``higen doctor``.
+"""Command line: ``python -m higen.main [run flags]`` and ``higen SUBCOMMAND`` (see SUBCOMMANDS).
 
 This module only parses flags and wires the parts together; every error a user can cause ends in
 one line that says what to do.
@@ -7,6 +7,7 @@ one line that says what to do.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from rich.console import Console
 from higen.generation.config import GenConfig
 from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
 
-SUBCOMMANDS = ("run", "exec", "doctor")
+#: ``higen NAME ...`` -> the module and function that handle it (each parses its own flags).
+SUBCOMMANDS = {
+    "exec": ("higen.exec_model", "command_exec"),
+    "doctor": ("higen.doctor", "command_doctor"),
+    "triage": ("higen.bugs.triage", "command_triage"),
+    "repro": ("higen.bugs.repro", "command_repro"),
+    "reduce": ("higen.bugs.reduce", "command_reduce"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -115,14 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     from higen.workers import WorkerStartError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
+    if argv and argv[0] == "run":
+        argv.pop(0)
     try:
-        if command == "exec":
-            from higen.exec_model import command_exec
-            return command_exec(argv)
-        if command == "doctor":
-            from higen.doctor import command_doctor
-            return command_doctor(argv)
+        if argv and argv[0] in SUBCOMMANDS:
+            module, function = SUBCOMMANDS[argv.pop(0)]
+            return getattr(importlib.import_module(module), function)(argv)
         return command_run(argv)
     except (UserError, BackendMissing, DeviceUnavailable, ConfigError, WorkerStartError) as error:
         print(f"higen: error: {error}", file=sys.stderr)
