@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "triage": ("higen.bugs.triage", "command_triage"),
     "repro": ("higen.bugs.repro", "command_repro"),
     "reduce": ("higen.bugs.reduce", "command_reduce"),
+    "plot": ("higen.coverage.plot", "command_plot"),
 }
 
 
