@@ -82,6 +82,8 @@ def command_run(argv: list[str]) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {value}")
+    if args.diff_device != "cpu" and not args.diff_backends:
+        raise UserError("--diff-device applies to diff mode: add --diff-backends, e.g. --diff-backends ort,ov")
     base = GenConfig(max_nodes=args.max_nodes)
     try:
         plan = (diff_plan(args.diff_backends.split(","), args.diff_device) if args.diff_backends
@@ -137,4 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy: other modules raise higen.main.UserError.
+    from higen.main import main as _main
+
+    sys.exit(_main())

@@ -24,9 +24,13 @@ def save_tensors(path: str | os.PathLike, tensors: Tensors) -> None:
     """Write ``tensors`` to ``path`` (.npz) atomically: readers see the old file or the whole new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **{name: np.asarray(value) for name, value in tensors.items()})
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(value) for name, value in tensors.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_tensors(path: str | os.PathLike) -> Tensors:

@@ -142,6 +142,10 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def fileno(self) -> int:
+        """The reply pipe, for ``select`` over several workers."""
+        return self._reader
+
     def rss_mb(self) -> float:
         """Resident memory of the child in MiB (0 when it is not running)."""
         if not self.alive:
@@ -174,21 +178,34 @@ class WorkerProcess:
 
     def collect(self) -> dict[str, Any]:
         """Wait for the answer to the pending request, or raise :class:`WorkerFailure`."""
-        assert self._pending, "collect() without a pending request"
         while True:
-            ready, _, _ = select.select([self._reader], [], [], POLL_INTERVAL_S)
-            if ready:
-                self._buffer += os.read(self._reader, 1 << 16)
-            line = self._take_line()
-            if line is not None:
-                self._pending = False
-                return json.loads(line)
-            if not self.alive:
-                self._fail_dead()
-            if self.rss_mb() > self.spec.memory_limit_mb:
-                self._fail("oom", f"resident memory above the cap of {self.spec.memory_limit_mb} MiB")
-            if time.monotonic() > self._deadline:
-                self._fail("timeout", f"no answer within the time limit ({self.spec.name})")
+            reply = self.poll()
+            if reply is not None:
+                return reply
+            select.select([self._reader], [], [], POLL_INTERVAL_S)
+
+    def poll(self) -> dict[str, Any] | None:
+        """Without blocking: the answer if it is complete, None while pending; WorkerFailure when
+        the child died, hung past its deadline or outgrew its memory cap."""
+        assert self._pending, "poll() without a pending request"
+        while select.select([self._reader], [], [], 0)[0]:
+            chunk = os.read(self._reader, 1 << 16)
+            if not chunk:
+                break
+            self._buffer += chunk
+            if b"\n" in self._buffer:
+                break
+        line = self._take_line()
+        if line is not None:
+            self._pending = False
+            return json.loads(line)
+        if not self.alive:
+            self._fail_dead()
+        if self.rss_mb() > self.spec.memory_limit_mb:
+            self._fail("oom", f"resident memory above the cap of {self.spec.memory_limit_mb} MiB")
+        if time.monotonic() > self._deadline:
+            self._fail("timeout", f"no answer within the time limit ({self.spec.name})")
+        return None
 
     def _take_line(self) -> bytes | None:
         if b"\n" not in self._buffer:

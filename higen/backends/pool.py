@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import select
 import time
 from pathlib import Path
 
 from higen.backends.base import Outcome, Target
-from higen.workers import WorkerFailure, WorkerProcess, WorkerSpec
+from higen.workers import POLL_INTERVAL_S, WorkerFailure, WorkerProcess, WorkerSpec
 
 
 class BackendPool:
@@ -49,12 +50,24 @@ class BackendPool:
                        "outputs": str(out_dir / f"{name.replace(':', '_')}.npz")}
             started[name] = (time.perf_counter(), request["outputs"])
             worker.submit(request, self.timeout_s)
-        return {name: self._collect(name, *began) for name, began in started.items()}
+        results: dict[str, Outcome] = {}
+        while len(results) < len(started):  # watch every pending worker: deadline, liveness, memory
+            for name, began in started.items():
+                if name not in results:
+                    outcome = self._poll(name, *began)
+                    if outcome is not None:
+                        results[name] = outcome
+            pending = [self.workers[n].fileno() for n in started if n not in results]
+            if pending:
+                select.select(pending, [], [], POLL_INTERVAL_S)
+        return {name: results[name] for name in started}
 
-    def _collect(self, name: str, began: float, outputs_path: str) -> Outcome:
+    def _poll(self, name: str, began: float, outputs_path: str) -> Outcome | None:
         worker = self.workers[name]
         try:
-            reply = worker.collect()
+            reply = worker.poll()
+            if reply is None:
+                return None
         except WorkerFailure as failure:
             return Outcome(target=name, status="timeout" if failure.kind == "timeout" else "crash",
                            error_type=failure.kind, message=failure.detail, log_tail=failure.log_tail,
