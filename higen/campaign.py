@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from higen.engine import Engine, TestResult
+from higen.envs.decoder import describe_config
 from higen.run_dir import RunLog
 from higen.strategies import Strategy
 
@@ -27,6 +28,7 @@ class CampaignSummary:
     unique_signatures: int = 0
     cases: list[str] = field(default_factory=list)
     interrupted: bool = False
+    unique_tokens: int = 0  # structure coverage: distinct tokens (op, edge, dtype, rank, attr) seen
 
     @property
     def tests_per_s(self) -> float:
@@ -45,33 +47,71 @@ def make_progress(console: Console, enabled: bool = True) -> Progress:
                     disable=not enabled, transient=False)
 
 
+def report_test(result: TestResult, summary: CampaignSummary, log: RunLog, progress: Progress, **extra) -> None:
+    """Log one test and announce its saved bug case, if any (shared by every strategy)."""
+    log.write("test", **result.to_json(), free=result.config.extra.get("free", []), **extra)
+    if result.case:
+        summary.cases.append(result.case)
+        progress.console.print(f"[red]finding[/red] {result.verdict} -> bug_cases/{result.case}")
+
+
 def run_campaign(engine: Engine, strategy: Strategy, total_tests: int, small_epochs: int, log: RunLog,
-                 progress: Progress) -> CampaignSummary:
-    """Run ``total_tests`` tests; a big epoch is ``small_epochs`` tests (one summary line each)."""
+                 progress: Progress, max_seconds: float | None = None) -> CampaignSummary:
+    """Run ``total_tests`` tests (fewer if ``max_seconds`` pass first); a big epoch is ``small_epochs``
+    tests (one summary line each)."""
     summary = CampaignSummary()
     began = time.perf_counter()
     task = progress.add_task("fuzzing", total=total_tests, stats="")
     epoch: list[TestResult] = []
+    tokens: set[str] = set()
     try:
         engine.submit(strategy.propose())
         for done in range(1, total_tests + 1):
-            result = engine.finish(prefetch=strategy.propose() if done < total_tests else None)
-            log.write("test", **result.to_json())
-            if result.case:
-                summary.cases.append(result.case)
-                progress.console.print(f"[red]finding[/red] {result.verdict} -> bug_cases/{result.case}")
+            last = done == total_tests or bool(max_seconds and time.perf_counter() - began >= max_seconds)
+            result = engine.finish(prefetch=None if last else strategy.propose())
+            report_test(result, summary, log, progress)
+            tokens.update(result.tokens)
             epoch.append(result)
-            if len(epoch) == small_epochs or done == total_tests:
-                log.write("big_epoch", epoch=(done - 1) // small_epochs, **epoch_summary(epoch))
+            if len(epoch) == small_epochs or last:
+                log.write("big_epoch", epoch=(done - 1) // small_epochs, **epoch_summary(epoch),
+                          unique_tokens=len(tokens))
                 epoch = []
             progress.update(task, advance=1, stats=stats_line(engine, began))
+            if last:
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
         progress.console.print("[yellow]interrupted: bug cases found so far are saved[/yellow]")
+    return finish_summary(summary, engine, began, len(tokens))
+
+
+def run_rl_campaign(trainer, total_tests: int, log: RunLog, progress: Progress) -> CampaignSummary:
+    """Run a ``higen.agents.trainer.HierarchicalTrainer`` with the same logging and display as
+    ``run_campaign`` (it writes the big-epoch lines and checkpoints itself)."""
+    summary = CampaignSummary()
+    engine = trainer.engine
+    began = time.perf_counter()
+    task = progress.add_task("fuzzing (rl)", total=total_tests, completed=trainer.state.tests, stats="")
+
+    def on_test(result: TestResult, terms) -> None:
+        report_test(result, summary, log, progress, reward=terms.as_dict())
+        progress.update(task, advance=1, stats=stats_line(engine, began))
+
+    trainer.on_test = on_test
+    trained = trainer.train()
+    if trained.interrupted:
+        progress.console.print(f"[yellow]interrupted: bug cases and a checkpoint ({trained.checkpoint}) are saved; "
+                               f"continue with --resume[/yellow]")
+    summary.interrupted = trained.interrupted
+    return finish_summary(summary, engine, began, trained.unique_tokens)
+
+
+def finish_summary(summary: CampaignSummary, engine: Engine, began: float, unique_tokens: int) -> CampaignSummary:
     summary.tests = engine.tests_done
     summary.wall_s = time.perf_counter() - began
     summary.verdicts = Counter(engine.verdicts)
     summary.unique_signatures = len(engine.signatures)
+    summary.unique_tokens = unique_tokens
     return summary
 
 
@@ -79,4 +119,5 @@ def epoch_summary(results: list[TestResult]) -> dict:
     verdicts = Counter(str(r.verdict) for r in results)
     return {"tests": len(results), "verdicts": dict(verdicts),
             "validity": sum(r.valid for r in results) / len(results),
-            "new_signatures": sum(len(r.new_signatures) for r in results)}
+            "new_signatures": sum(len(r.new_signatures) for r in results),
+            "configs": [describe_config(r.config) for r in results]}

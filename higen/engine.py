@@ -20,9 +20,11 @@ from higen import __version__
 from higen.backends.base import REFERENCE, Outcome
 from higen.backends.pool import BackendPool
 from higen.bugs.store import BugStore
+from higen.coverage.manager import CoverageManager, CoverageSettings
 from higen.generation.client import GenResult, Generator
 from higen.generation.config import GenConfig
 from higen.modes import Plan
+from higen.numerics.stats import NumericsRecorder
 from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
 from higen.support import learn_support
 from higen.tensors import load_tensors, scratch_dir
@@ -39,6 +41,8 @@ class EngineSettings:
     nan_policy: str = "skip-unstable"
     examples_per_signature: int = 1
     learn_support: bool = True
+    coverage: CoverageSettings | None = None  # None: structure coverage only (see higen.coverage)
+    numerics: bool = False  # per-op NaN/Inf/overflow counts to numerics.jsonl (one more run per test)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class TestResult:
     tokens: list[str] = field(default_factory=list)
     n_nodes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    coverage_new: dict[str, int] = field(default_factory=dict)  # collector -> new features (docs/coverage.md)
 
     @property
     def valid(self) -> bool:
@@ -64,7 +69,7 @@ class TestResult:
                 "seed": self.config.seed, "method": self.config.method, "n_nodes": self.n_nodes,
                 "findings": [f.signature for f in self.findings], "new": len(self.new_signatures),
                 "case": self.case, "timings": {k: round(v, 5) for k, v in self.timings.items()},
-                "outcomes": {t: o.status for t, o in self.outcomes.items()}}
+                "outcomes": {t: o.status for t, o in self.outcomes.items()}, "coverage_new": self.coverage_new}
 
 
 class Engine:
@@ -75,7 +80,10 @@ class Engine:
         logs = self.run_dir / "workers"
         self.generator = Generator(logs, settings.gen_timeout_s, settings.memory_limit_mb)
         self.pool = BackendPool(settings.plan.targets, logs, settings.timeout_s, settings.memory_limit_mb)
+        self.coverage = CoverageManager(settings.coverage, self.run_dir, [t.name for t in settings.plan.targets])
+        self.coverage.configure(self.pool)
         self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature)
+        self.numerics = NumericsRecorder(self.run_dir) if settings.numerics else None
         self.work = scratch_dir("higen-tests-")
         self.verdicts: Counter[str] = Counter()
         self.signatures: set[str] = set()
@@ -102,6 +110,7 @@ class Engine:
         self.generator.wait_ready()
         if self.settings.learn_support:
             learn_support(self.generator, self.pool, self.run_dir, support_progress)
+        self.coverage.enable(self.pool)
         return self.versions()
 
     def _drop_target(self, name: str) -> None:
@@ -118,6 +127,9 @@ class Engine:
     def close(self) -> None:
         self.generator.close()
         self.pool.close()
+        self.coverage.close()
+        if self.numerics:
+            self.numerics.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self) -> "Engine":
@@ -161,22 +173,32 @@ class Engine:
 
     def _execute(self, index: int, generated: GenResult) -> TestResult:
         if not generated.valid:
-            return TestResult(index, generated.config, Verdict.INVALID, reason=generated.reason)
+            return TestResult(index, generated.config, Verdict.INVALID, reason=generated.reason,
+                              coverage_new=self.coverage.observe(index, []))
         test = generated.test
         began = time.perf_counter()
         outcomes = self.pool.run(test.model_path, test.inputs_path, test.directory)
         executed = time.perf_counter()
+        coverage_new = self.coverage.observe(index, test.tokens, outcomes)
+        covered = time.perf_counter()
         outputs = {REFERENCE: load_tensors(test.reference_path)}
         outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
         judgement: Judgement = judge(outcomes, outputs, self.settings.plan.pairs, test.producers,
                                      self.settings.tolerances, self.pool.internal_precision(),
                                      self.settings.nan_policy)
         judged = time.perf_counter()
+        if self.numerics:
+            self.numerics.record(self.pool, index, test, outcomes)
+        recorded = time.perf_counter()
         new, case = [], None
         if judgement.findings:
-            new, case = self.store.record(test, judgement, outcomes, {"versions": self.versions(),
-                                                                     "mode": self.settings.plan.mode})
-        timings = {"exec_s": executed - began, "judge_s": judged - executed, "store_s": time.perf_counter() - judged}
+            new, case = self.store.record(test, judgement, outcomes, {
+                "versions": self.versions(), "mode": self.settings.plan.mode,
+                "oracle": {"pairs": self.settings.plan.pairs, "nan_policy": self.settings.nan_policy,
+                           "tolerances": {k: vars(v) for k, v in self.settings.tolerances.items()}}})
+        timings = {"exec_s": executed - began, "coverage_s": covered - executed, "judge_s": judged - covered,
+                   "numerics_s": recorded - judged, "store_s": time.perf_counter() - recorded}
         timings.update({f"{name}_s": o.compile_s + o.run_s for name, o in outcomes.items()})
         return TestResult(index, test.config, judgement.verdict, findings=judgement.findings, new_signatures=new,
-                          case=case, outcomes=outcomes, tokens=test.tokens, n_nodes=test.n_nodes, timings=timings)
+                          case=case, outcomes=outcomes, tokens=test.tokens, n_nodes=test.n_nodes, timings=timings,
+                          coverage_new=coverage_new)

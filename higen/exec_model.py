@@ -26,7 +26,9 @@ def exec_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="higen exec", description="Run one ONNX model on several targets and compare.")
     p.add_argument("model", type=Path)
     p.add_argument("--backends", default="ort", help="comma-separated: ort,tvm,ov or targets like ort:cpu:O0")
-    p.add_argument("--inputs", type=Path, help=".npz of named inputs (default: random, seeded)")
+    p.add_argument("--inputs", default="random", metavar="NPZ|random|edge",
+                   help="an .npz of named inputs, or seeded random values, or edge values (+-0, denormals, "
+                        "+-Inf, NaN, domain edges); default random")
     p.add_argument("--reference", type=Path, help=".npz of expected outputs (a bug case's outputs/torch_cpu.npz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0)
@@ -76,6 +78,8 @@ def random_inputs(model: onnx.ModelProto, seed: int) -> Tensors:
 def command_exec(argv: list[str]) -> int:
     from higen.main import UserError
 
+    from higen.numerics.inputs import exec_inputs
+
     args = exec_parser().parse_args(argv)
     model = load_model(args.model)
     try:
@@ -86,11 +90,7 @@ def command_exec(argv: list[str]) -> int:
     console = Console()
     try:
         inputs_path = work / "inputs.npz"
-        if args.inputs:
-            inputs = load_tensors(args.inputs)
-        else:
-            inputs = random_inputs(model, args.seed)
-        save_tensors(inputs_path, inputs)
+        save_tensors(inputs_path, exec_inputs(model, args.inputs, args.seed))
         model_path = work / "model.onnx"
         shutil.copy(args.model, model_path)
         with BackendPool(plan.targets, work / "logs", args.timeout, args.memory_limit_mb) as pool:

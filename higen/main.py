@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
 
+from higen.coverage.cli import add_coverage_flags, coverage_settings_from_args
 from higen.generation.config import GenConfig
+from higen.numerics.inputs import add_inputs_argument, with_inputs
 from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
 
 #: ``higen NAME ...`` -> the module and function that handle it (each parses its own flags).
@@ -24,6 +27,8 @@ SUBCOMMANDS = {
     "repro": ("higen.bugs.repro", "command_repro"),
     "reduce": ("higen.bugs.reduce", "command_reduce"),
     "plot": ("higen.coverage.plot", "command_plot"),
+    "numerics": ("higen.numerics.report", "command_numerics"),
+    "localize": ("higen.numerics.localize", "command_localize"),
 }
 
 
@@ -40,8 +45,9 @@ class UserError(Exception):
 
 def run_parser() -> OneLineParser:
     p = OneLineParser(prog="higen", description="Fuzz DL compilers with NNSmith models.")
-    p.add_argument("--strategy", choices=("random",), default="random",
-                   help="how configs are chosen: random (uniform baseline)")
+    p.add_argument("--strategy", choices=("rl", "random"), default="rl",
+                   help="rl: PPO picks the free dimensions each big epoch, SAC their values each test (default); "
+                        "random: the same decoder under a uniform-random policy (the baseline)")
     mode = p.add_argument_group("targets")
     mode.add_argument("--compiler", choices=("ort", "tvm", "ov"), default="ort",
                       help="normal mode: this compiler's optimized vs unoptimized build and the PyTorch reference")
@@ -51,40 +57,145 @@ def run_parser() -> OneLineParser:
     mode.add_argument("--diff-atol", type=float, help="float32 absolute tolerance (default %g)" % DEFAULT_TOLERANCES["float32"].atol)
     mode.add_argument("--nan-policy", choices=NAN_POLICIES, default="skip-unstable",
                       help="skip-unstable: outputs whose reference holds NaN/Inf are not compared; strict: all are")
-    budget = p.add_argument_group("budget")
-    budget.add_argument("--max-tests", type=int, help="total tests (default big-epochs x small-epochs)")
-    budget.add_argument("--big-epochs", type=int, default=5)
+    budget = p.add_argument_group("budget (totals for the run, also when resumed)")
+    budget.add_argument("--max-tests", type=int,
+                        help="total tests (default big-epochs x small-epochs; rl: at most that)")
+    budget.add_argument("--big-epochs", type=int, help=f"high-level steps (default: enough for --max-tests, else {DEFAULT_BIG_EPOCHS})")
     budget.add_argument("--small-epochs", type=int, default=20, help="tests per big epoch")
+    budget.add_argument("--max-seconds", type=float, help="stop after this much campaign time (start-up excluded)")
     budget.add_argument("--seed", type=int, default=0)
     budget.add_argument("--max-nodes", type=int, default=10, help="typical graph size")
+    rl = p.add_argument_group("rl")
+    rl.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                    help="continue an RL run from its newest checkpoint (its own settings; budgets may grow)")
+    rl.add_argument("--reward-config", type=Path, metavar="TOML", help="reward weights: tables [low] and [high]")
+    rl.add_argument("--reward", action="append", default=[], metavar="LEVEL.KEY=VALUE",
+                    help="one reward weight, e.g. low.new_signature=20 (after --reward-config; see docs/rewards.md)")
+    rl.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the policies train")
+    rl.add_argument("--net-arch", default="64,64", help="hidden layer sizes of both policies, e.g. 64,64")
+    rl.add_argument("--ppo-steps", type=int, default=4, help="big epochs per PPO update (>= 2)")
+    rl.add_argument("--learning-starts", type=int, default=10, help="uniform-random tests before SAC learns")
     out = p.add_argument_group("output")
     out.add_argument("--run-root", type=Path, default=Path("runs"))
     out.add_argument("--no-session-subdir", action="store_true", help="write into --run-root itself")
     out.add_argument("--examples-per-signature", type=int, default=1, help="bug cases kept per signature")
     out.add_argument("--no-progress", action="store_true")
+    numerics = p.add_argument_group("numerics (see docs/numerics.md)")
+    add_inputs_argument(numerics)
+    numerics.add_argument("--record-numerics", action="store_true",
+                          help="per-op NaN/Inf/overflow/underflow counts to numerics.jsonl for `higen numerics` "
+                               "(runs each test once more with intermediates exposed)")
+    add_coverage_flags(p)
     limits = p.add_argument_group("limits")
     limits.add_argument("--timeout", type=float, default=60.0, help="seconds per test and target")
+    limits.add_argument("--tvm-timeout", type=float, help="seconds per test for TVM targets (default --timeout)")
     limits.add_argument("--memory-limit-mb", type=int, default=8192, help="worker memory cap")
     limits.add_argument("--no-support-probe", action="store_true",
                         help="skip learning each target's op/dtype support (more unsupported tests)")
     return p
 
 
-def command_run(argv: list[str]) -> int:
-    from higen.campaign import make_progress, run_campaign
-    from higen.engine import Engine, EngineSettings
-    from higen.modes import diff_plan, normal_plan
-    from higen.run_dir import RunLog, create_run_dir
-    from higen.strategies import RandomStrategy
+DEFAULT_BIG_EPOCHS = 5
+#: Flags a resumed run takes from its checkpoint; giving another value is an error.
+RESUME_LOCKED = ("strategy", "inputs", "compiler", "diff_backends", "diff_device", "diff_rtol", "diff_atol", "nan_policy",
+                 "small_epochs", "seed", "max_nodes", "reward_config", "reward", "net_arch", "ppo_steps",
+                 "learning_starts", "run_root", "no_session_subdir")
 
-    args = run_parser().parse_args(argv)
-    for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout"):
+
+def resumed_args(args: argparse.Namespace, argv: list[str]):
+    """For ``--resume RUN_DIR``: the run's recorded command line with this one's flags on top, its
+    newest checkpoint folder and state. Settings that shape the run may not change."""
+    from higen.agents.checkpoint import CheckpointError, latest_checkpoint, read_run_state
+
+    if not args.resume.is_dir():
+        raise UserError(f"--resume {args.resume}: no such run folder")
+    try:
+        folder = latest_checkpoint(args.resume)
+        data = read_run_state(folder)
+    except CheckpointError as error:
+        raise UserError(str(error)) from error
+    merged = run_parser().parse_args(data["context"]["argv"])
+    unset = object()  # this command line's own flags only: argparse fills no default over a set attribute
+    given = argparse.Namespace(**{name: [] if isinstance(value, list) else unset for name, value in vars(merged).items()})
+    run_parser().parse_args(argv, namespace=given)
+    for name, value in vars(given).items():
+        if value is unset or value == [] or name == "resume":
+            continue
+        if name in RESUME_LOCKED and value != getattr(merged, name):
+            raise UserError(f"--resume keeps the run's own --{name.replace('_', '-')} "
+                            f"({getattr(merged, name)}); start a new run to change it")
+        setattr(merged, name, value)
+    merged.resume = args.resume
+    return merged, folder, data
+
+
+def parse_net_arch(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) <= 0:
+        raise UserError(f"--net-arch {text!r}: write positive layer sizes separated by commas, e.g. 64,64")
+    return sizes
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Refuse impossible values in one line; fill the big epochs from --max-tests when not given."""
+    if args.resume is not None and args.strategy != "rl":
+        raise UserError(f"--resume {args.resume}: only RL runs are resumable")
+    if args.big_epochs is None:  # enough big epochs for --max-tests, else the default
+        enough = args.max_tests and args.max_tests > 0 and args.small_epochs > 0
+        args.big_epochs = -(-args.max_tests // args.small_epochs) if enough else DEFAULT_BIG_EPOCHS
+    for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout", "tvm_timeout", "max_seconds"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {value}")
     if args.diff_device != "cpu" and not args.diff_backends:
         raise UserError("--diff-device applies to diff mode: add --diff-backends, e.g. --diff-backends ort,ov")
-    base = GenConfig(max_nodes=args.max_nodes)
+    if args.learning_starts < 0:
+        raise UserError(f"--learning-starts must be 0 or more, not {args.learning_starts}")
+    if args.ppo_steps < 2:
+        raise UserError(f"--ppo-steps must be at least 2, not {args.ppo_steps}")
+    parse_net_arch(args.net_arch)
+    if args.device == "cuda":  # SB3 would fall back to the CPU silently
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: PyTorch sees no CUDA device here; use --device cpu")
+
+
+def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, argv: list[str], saved: dict | None):
+    """The hierarchical trainer for this run: new settings from the flags, or a checkpoint's own."""
+    from higen.agents.trainer import AgentSettings, HierarchicalTrainer
+    from higen.envs.state import Budget
+
+    agent = (AgentSettings.from_json(saved["settings"]) if saved else
+             AgentSettings(seed=args.seed, small_epochs=args.small_epochs, net_arch=parse_net_arch(args.net_arch),
+                           device=args.device, ppo_n_steps=args.ppo_steps, sac_learning_starts=args.learning_starts))
+    budget = Budget(args.big_epochs, args.max_tests, args.max_seconds)
+    context = {"argv": saved["context"]["argv"] if saved else argv}
+    return HierarchicalTrainer(engine, run_dir, agent, rewards, budget, base, log, context)
+
+
+def command_run(argv: list[str]) -> int:
+    from higen.campaign import make_progress, run_campaign, run_rl_campaign
+    from higen.engine import Engine, EngineSettings
+    from higen.modes import diff_plan, normal_plan
+    from higen.rewards import RewardConfig, RewardConfigError, load_reward_config
+    from higen.run_dir import RunLog, create_run_dir
+    from higen.strategies import RandomStrategy
+
+    args = run_parser().parse_args(argv)
+    checkpoint, saved = None, None
+    if args.resume is not None:
+        args, checkpoint, saved = resumed_args(args, argv)
+    check_run_args(args)
+    try:
+        rewards = (RewardConfig.from_json(saved["rewards"]) if saved
+                   else load_reward_config(args.reward_config, args.reward))
+    except RewardConfigError as error:
+        raise UserError(str(error)) from error
+    base = with_inputs(GenConfig(max_nodes=args.max_nodes), args.inputs)
     try:
         plan = (diff_plan(args.diff_backends.split(","), args.diff_device) if args.diff_backends
                 else normal_plan(args.compiler))
@@ -95,25 +206,43 @@ def command_run(argv: list[str]) -> int:
         default = DEFAULT_TOLERANCES["float32"]
         tolerances["float32"] = Tolerance(args.diff_rtol if args.diff_rtol is not None else default.rtol,
                                           args.diff_atol if args.diff_atol is not None else default.atol)
-    total = args.max_tests or args.big_epochs * args.small_epochs
-    run_dir = create_run_dir(args.run_root, not args.no_session_subdir)
+    if args.strategy == "rl":  # --max-tests caps the big epochs' tests
+        total = min(args.max_tests or args.big_epochs * args.small_epochs, args.big_epochs * args.small_epochs)
+    else:
+        total = args.max_tests or args.big_epochs * args.small_epochs
+    run_dir = args.resume or create_run_dir(args.run_root, not args.no_session_subdir)
     console = Console(stderr=True)
-    console.print(f"HiGen run in [bold]{run_dir}[/bold]: {plan.mode} mode on "
-                  f"{', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
+    console.print(f"HiGen {args.strategy} run in [bold]{run_dir}[/bold]{' (resumed)' if checkpoint else ''}: "
+                  f"{plan.mode} mode on {', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
     settings = EngineSettings(plan=plan, timeout_s=args.timeout, memory_limit_mb=args.memory_limit_mb,
                               tolerances=tolerances, nan_policy=args.nan_policy,
                               examples_per_signature=args.examples_per_signature,
-                              learn_support=not args.no_support_probe)
+                              learn_support=not args.no_support_probe,
+                              coverage=coverage_settings_from_args(args), numerics=args.record_numerics)
     log = RunLog(run_dir / "training.log")
+    if args.strategy == "rl":  # import torch and SB3 (seconds) while the workers start
+        threading.Thread(target=importlib.import_module, args=("higen.agents.trainer",), daemon=True).start()
     with Engine(settings, run_dir, console) as engine, make_progress(console, not args.no_progress) as progress:
+        if args.tvm_timeout is not None:
+            engine.pool.timeouts_by_target.update(
+                {t.name: args.tvm_timeout for t in plan.targets if t.runtime == "tvm"})
         probe = progress.add_task("learning op support", total=None, stats="")
         versions = engine.start(lambda done, n: progress.update(probe, completed=done, total=n))
         progress.update(probe, visible=False)
-        log.write("start", argv=argv, seed=args.seed, plan=[t.name for t in plan.targets], versions=versions)
-        strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base)
-        summary = run_campaign(engine, strategy, total, args.small_epochs, log, progress)
+        log.write("resume" if checkpoint else "start", argv=argv, seed=args.seed, strategy=args.strategy,
+                  plan=[t.name for t in plan.targets], versions=versions,
+                  **({"checkpoint": str(checkpoint)} if checkpoint else {}))
+        if args.strategy == "random":
+            strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base, args.small_epochs)
+            summary = run_campaign(engine, strategy, total, args.small_epochs, log, progress, args.max_seconds)
+        else:
+            trainer = make_trainer(args, engine, run_dir, rewards, base, log, argv, saved)
+            if checkpoint:
+                trainer.resume(checkpoint, saved)
+            summary = run_rl_campaign(trainer, total, log, progress)
     log.write("end", tests=summary.tests, wall_s=summary.wall_s, verdicts=dict(summary.verdicts),
-              unique_signatures=summary.unique_signatures, interrupted=summary.interrupted)
+              unique_signatures=summary.unique_signatures, unique_tokens=summary.unique_tokens,
+              interrupted=summary.interrupted)
     log.close()
     console.print(f"{summary.tests} tests in {summary.wall_s:.1f} s ({summary.tests_per_s:.1f}/s), "
                   f"{summary.unique_signatures} unique findings, {len(summary.cases)} bug cases in {run_dir / 'bug_cases'}")

@@ -1,11 +1,14 @@
-"""Strategies propose the next GenConfig. ``random`` is the uniform baseline the RL must beat."""
+"""Strategies propose the next GenConfig. ``random`` is the uniform baseline the RL must beat (the RL
+itself is ``higen.agents.trainer``: its configs depend on each result, so it drives the engine itself)."""
 
 from __future__ import annotations
 
-import random
 from typing import Protocol
 
-from higen.generation.config import DTYPES, METHODS, RANKS, GenConfig
+import numpy as np
+
+from higen.envs.decoder import DIMENSIONS, ActionDecoder
+from higen.generation.config import GenConfig
 
 
 class Strategy(Protocol):
@@ -13,28 +16,20 @@ class Strategy(Protocol):
 
 
 class RandomStrategy:
-    """Every dimension drawn uniformly at random, each test; seeded, so a run is reproducible."""
+    """The baseline: the RL's own decoder driven by a uniform-random policy, so RL and random differ
+    only in the policy. Each big epoch frees a random set of dimensions (each with probability 1/2,
+    like an untrained PPO); each test decodes a uniform random action in [-1, 1]^k. Seeded."""
 
-    def __init__(self, seed: int, ops: list[str], base: GenConfig | None = None):
-        self.rng = random.Random(seed)
-        self.ops = sorted(ops)
-        self.base = base or GenConfig()
-
-    def _subset(self, items) -> tuple:
-        chosen = tuple(item for item in items if self.rng.random() < 0.5)
-        return chosen or (self.rng.choice(list(items)),)
+    def __init__(self, seed: int, ops: list[str], base: GenConfig | None = None, small_epochs: int = 20):
+        self.rng = np.random.default_rng(seed)
+        self.decoder = ActionDecoder(ops, base)
+        self.small_epochs = small_epochs
+        self.free = np.zeros(len(DIMENSIONS), dtype=np.int8)
+        self.proposed = 0
 
     def propose(self) -> GenConfig:
-        rng = self.rng
-        return GenConfig(
-            ops=() if rng.random() < 0.5 else self._subset(self.ops),
-            dtypes=self._subset(DTYPES),
-            ranks=self._subset(RANKS),
-            max_nodes=rng.randint(2, max(2, 2 * self.base.max_nodes - 2)),
-            max_elems=1 << rng.randint(8, 16),
-            method=rng.choice(METHODS),
-            vulnerable_ops=rng.random() < 0.5,
-            input_search=rng.random() < 0.5,
-            z3_timeout_ms=self.base.z3_timeout_ms,
-            seed=rng.getrandbits(31),
-        )
+        if self.proposed % self.small_epochs == 0:
+            self.free = self.rng.integers(0, 2, len(DIMENSIONS)).astype(np.int8)
+        self.proposed += 1
+        action = self.rng.uniform(-1.0, 1.0, self.decoder.size)
+        return self.decoder.decode(action, self.free, seed=int(self.rng.integers(0, 2**31 - 1)))

@@ -205,7 +205,8 @@ def test_engine_campaign_survives_faults_and_deduplicates(tmp_path):
     cases = sorted(p for p in store.iterdir() if p.is_dir())
     assert [c.name for c in cases] == [results[0].case]
     case = cases[0]
-    assert {p.name for p in case.iterdir()} == {"model.onnx", "inputs.npz", "meta.json", "error.log", "outputs"}
+    assert {p.name for p in case.iterdir()} == {"model.onnx", "inputs.npz", "meta.json", "error.log", "outputs",
+                                                "repro.py"}
     assert {p.name for p in (case / "outputs").iterdir()} == {"torch_cpu.npz", "ort_cpu_O3.npz",
                                                              "fault_garbage.npz"}
 

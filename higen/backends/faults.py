@@ -43,7 +43,7 @@ class FaultBackend:
         elif fault == "oom":
             hoard = []
             while True:
-                hoard.append(np.ones(64 << 20, dtype=np.uint8))  # touch every page
+                hoard.append(np.ones(256 << 20, dtype=np.uint8))  # touch every page
         return self._garbage(compiled)
 
     @staticmethod

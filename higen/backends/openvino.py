@@ -68,9 +68,10 @@ class CompiledOv:
 
 
 class OpenVinoBackend:
-    """OpenVINO on one device, compiling ONNX files directly with its ONNX frontend."""
+    """OpenVINO on one device, compiling ONNX files directly with its ONNX frontend. ``properties``
+    are added to the compile properties (e.g. ``{"SNIPPETS_MODE": "DISABLE"}``)."""
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, properties: dict[str, Any] | None = None):
         family = target.device.split(".")[0]
         if family not in CONFIG:
             raise ValueError(f"OpenVINO device must be one of {sorted(CONFIG)}, not {target.device!r}")
@@ -84,7 +85,7 @@ class OpenVinoBackend:
             raise DeviceUnavailable(
                 f"OpenVINO {ov.__version__} has no {target.device} device (available: {', '.join(self.devices)})"
             )
-        self.config = CONFIG[family]
+        self.config = {**CONFIG[family], **(properties or {})}
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": "openvino", "version": ov.__version__, "device": self.target.device,
@@ -119,5 +120,6 @@ class OpenVinoBackend:
         return isinstance(error, Unsupported) or any(marker in text for marker in UNSUPPORTED_MARKERS)
 
 
-def create(target: Target) -> OpenVinoBackend:
-    return OpenVinoBackend(target)
+def create(target: Target, **options: Any) -> OpenVinoBackend:
+    """``options``: constructor arguments, e.g. ``properties={"EXECUTION_MODE_HINT": "ACCURACY"}``."""
+    return OpenVinoBackend(target, **options)

@@ -56,5 +56,6 @@ class OrtBackend:
         return isinstance(error, Unsupported) or any(marker in text for marker in UNSUPPORTED_MARKERS)
 
 
-def create(target: Target) -> OrtBackend:
-    return OrtBackend(target)
+def create(target: Target, **options: Any) -> OrtBackend:
+    """``options``: constructor arguments, e.g. ``disabled_optimizers=["FuseReluClip"]``."""
+    return OrtBackend(target, **options)

@@ -17,6 +17,8 @@ class BackendPool:
                  memory_limit_mb: int = 8192, start_timeout_s: float = 180.0):
         self.targets = list(targets)
         self.timeout_s = timeout_s
+        self.timeouts_by_target: dict[str, float] = {}  # target name -> its own limit (e.g. --tvm-timeout)
+        self.collect_coverage = False  # ask workers for coverage (see higen.coverage); set by the engine
         self.workers = {
             target.name: WorkerProcess(
                 WorkerSpec(name=target.name, module="higen.backends.serve", args=(target.name,),
@@ -48,8 +50,10 @@ class BackendPool:
             worker = self.workers[name]
             request = {"model": str(model_path), "inputs": str(inputs_path),
                        "outputs": str(out_dir / f"{name.replace(':', '_')}.npz")}
+            if self.collect_coverage:
+                request["coverage"] = True
             started[name] = (time.perf_counter(), request["outputs"])
-            worker.submit(request, self.timeout_s)
+            worker.submit(request, self.timeouts_by_target.get(name, self.timeout_s))
         results: dict[str, Outcome] = {}
         while len(results) < len(started):  # watch every pending worker: deadline, liveness, memory
             for name, began in started.items():
@@ -80,6 +84,8 @@ class BackendPool:
         )
         if outcome.ok:
             outcome.outputs_path = outputs_path
+        if "coverage" in reply:
+            outcome.extra["coverage"] = reply["coverage"]
         return outcome
 
     def internal_precision(self) -> dict[str, dict[str, str]]:

@@ -2,6 +2,8 @@
 
 Request: ``{"model": path, "inputs": path, "outputs": path}``. Reply: status (ok / unsupported /
 error), the stage reached, timings, and the error when there was one. Outputs go to the .npz file.
+With coverage collectors configured (``HIGEN_COVERAGE``, see ``higen.coverage.worker``), a request
+carrying ``"coverage": true`` gets ``"coverage": {...}`` in its reply.
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ from typing import Any
 
 from higen.backends.base import Target, Unsupported
 from higen.backends.registry import create_backend
+from higen.coverage.worker import from_env as worker_coverage
 from higen.tensors import load_tensors, save_tensors
 from higen.workers import serve
 
 
 def make_handler(target_text: str):
+    coverage = worker_coverage()  # None unless the pool asked for coverage (HIGEN_COVERAGE)
     backend = create_backend(Target.parse(target_text))
+    if coverage is not None:
+        coverage.attach(backend)
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
+        if coverage is not None:
+            coverage.begin(request)
         stage = "compile"
         started = time.perf_counter()
         timings = {"compile_s": 0.0, "run_s": 0.0}
+        compiled = None
         try:
             compiled = backend.compile(request["model"])
             timings["compile_s"] = time.perf_counter() - started
@@ -33,10 +42,10 @@ def make_handler(target_text: str):
             outputs = backend.run(compiled, inputs)
             timings["run_s"] = time.perf_counter() - started
             save_tensors(request["outputs"], outputs)
-            return {"status": "ok", "stage": stage, **timings}
+            reply = {"status": "ok", "stage": stage, **timings}
         except Exception as exc:
             unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
-            return {
+            reply = {
                 "status": "unsupported" if unsupported else "error",
                 "stage": stage,
                 "error_type": type(exc).__name__,
@@ -44,6 +53,9 @@ def make_handler(target_text: str):
                 "traceback": traceback.format_exc(limit=8),
                 **timings,
             }
+        if coverage is not None and (payload := coverage.end(request, compiled)) is not None:
+            reply["coverage"] = payload
+        return reply
 
     return handle, backend.describe()
 

@@ -12,7 +12,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")  # the worker spawner sets it too; one thread per worker
 
@@ -54,13 +54,17 @@ class TvmCompiled:
 
 
 class TvmBackend:
-    def __init__(self, target: Target):
+    """``disabled_passes`` are left out of the build (``PassContext(disabled_pass=...)``); a required
+    pass such as LegalizeOps then makes the build fail. ``instruments`` watch the passes that run."""
+
+    def __init__(self, target: Target, disabled_passes: Sequence[str] = (), instruments: Sequence[Any] = ()):
         if target.device not in DEVICES:
             raise ValueError(f"TVM device must be one of {DEVICES}, not {target.device!r}")
         if target.opt not in LEVELS:
             raise ValueError(f"TVM optimization level must be O0 or O3, not {target.opt!r}")
         self.target = target
         self.opt_level = LEVELS[target.opt]
+        self.disabled_passes, self.instruments = list(disabled_passes), list(instruments)
         if target.device == "cuda":
             self.device = tvm.cuda(0)
             if not self.device.exist:  # never fall back to the CPU
@@ -83,7 +87,8 @@ class TvmBackend:
             warnings.simplefilter("ignore")
             # Unsanitized names keep Relax parameter names equal to the ONNX input names.
             mod = from_onnx(model, keep_params_in_input=False, sanitize_input_names=False)
-        with tvm.transform.PassContext(opt_level=self.opt_level):
+        with tvm.transform.PassContext(opt_level=self.opt_level, disabled_pass=self.disabled_passes,
+                                       instruments=self.instruments):
             executable = tvm.compile(mod, target=self.tvm_target)
         return TvmCompiled(
             vm=relax.VirtualMachine(executable, self.device),
@@ -117,5 +122,6 @@ def _to_numpy(value: Any) -> np.ndarray:
     raise TypeError(f"unexpected TVM output of type {type(value).__name__}")
 
 
-def create(target: Target) -> TvmBackend:
-    return TvmBackend(target)
+def create(target: Target, **options: Any) -> TvmBackend:
+    """``options``: constructor arguments, e.g. ``disabled_passes=["FuseOps"]``."""
+    return TvmBackend(target, **options)

@@ -10,6 +10,9 @@ DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "u
 RANKS = (0, 1, 2, 3, 4, 5)
 MAX_NODES_RANGE = (1, 64)
 MAX_ELEMS_RANGE = (1, 1 << 20)
+#: How inputs are chosen: NNSmith's gradient search, plain random values, or boundary values (see
+#: higen.numerics.edge). ``input_search=False`` turns "gradient" into "random".
+INPUT_STRATEGIES = ("gradient", "random", "edge")
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,7 @@ class GenConfig:
     method: str = "symbolic-cinit"
     vulnerable_ops: bool = False
     input_search: bool = True
+    inputs: str = "gradient"
     z3_timeout_ms: int = 10_000
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -50,6 +54,13 @@ class GenConfig:
             raise ConfigError(f"max_elems {self.max_elems} outside {MAX_ELEMS_RANGE}")
         if self.z3_timeout_ms <= 0:
             raise ConfigError("z3_timeout_ms must be positive")
+        if self.inputs not in INPUT_STRATEGIES:
+            raise ConfigError(f"inputs {self.inputs!r} unknown: choose from {', '.join(INPUT_STRATEGIES)}")
+
+    @property
+    def input_strategy(self) -> str:
+        """The inputs actually used: ``inputs``, except that gradient without input search is random."""
+        return "random" if self.inputs == "gradient" and not self.input_search else self.inputs
 
     def with_seed(self, seed: int) -> "GenConfig":
         return replace(self, seed=seed)

@@ -24,6 +24,7 @@ from nnsmith.materialize.torch import TorchModelCPU
 from higen.generation.config import DTYPES, GenConfig
 from higen.generation.tokens import graph_tokens
 from higen.generation.single_io import prune_to_single_io
+from higen.numerics.edge import edge_inputs
 from higen.tensors import save_tensors
 
 OPSET = 14
@@ -107,6 +108,17 @@ def check_output_dtypes(model: onnx.ModelProto, reference: dict[str, np.ndarray]
             raise InvalidTest(f"exported output {value.name} is {declared} but PyTorch computes {actual}")
 
 
+def apply_input_strategy(model: TorchModelCPU, config: GenConfig) -> None:
+    """gradient: search inputs so no operator leaves its stable domain; random: NNSmith's random
+    inputs; edge: boundary values (make_oracle then computes the reference on them)."""
+    if config.input_strategy == "gradient":
+        model.refine_weights()
+    elif config.input_strategy == "edge":
+        specs = [(name, like.shape, like.dtype.numpy()) for name, like in model.torch_model.input_like.items()]
+        model.sat_inputs = {name: torch.from_numpy(value) for name, value in edge_inputs(specs, config.seed).items()}
+        model.torch_model.debug_numeric = lambda tensors: None  # NNSmith refuses NaN/Inf inputs otherwise
+
+
 def build_test(config: GenConfig, allowed: dict[str, list[str]] | None, out_dir: Path) -> dict[str, Any]:
     """Generate, search inputs, compute the reference, export and write the test files into out_dir."""
     opset = select_opset(config, allowed)
@@ -121,8 +133,7 @@ def build_test(config: GenConfig, allowed: dict[str, list[str]] | None, out_dir:
         raise InvalidTest(f"NNSmith rejected the config: {exc or 'no dtype/rank fits the operators'}") from exc
     ir = generator.make_concrete()
     model = TorchModelCPU.from_gir(ir)
-    if config.input_search:
-        model.refine_weights()  # gradient search keeps every operator inside its stable domain
+    apply_input_strategy(model, config)
     oracle = model.make_oracle()
     inputs, reference = oracle.input, oracle.output
     net = model.torch_model

@@ -1,0 +1,259 @@
+"""Per-test cost of each coverage collector (target: <= 20 ms per test for the per-test signals).
+
+    python experiments/bench_coverage.py --models 30 --gcov-files 540 --gcov-functions 30 --gcov-tests 100
+
+Wheel collectors (ort_transformers, ov_layers, ov_passes, tvm_py): NNSmith models (``--nodes``
+nodes) are compiled and run once each in a fresh process whose stdout/stderr are a log file, as in a
+HiGen worker, first without coverage, then with the collector. Reported per test (medians):
+``plain_ms`` (compile+run), ``with_ms`` (compile+run with the collector on), ``collect_ms`` (the
+collector's own begin+end work) and ``overhead_ms`` = with - plain (includes slower compilation:
+ORT's INFO logging, coverage.py's tracer, OpenVINO's pass profiler). The machine is shared, so
+differences below a few ms are noise.
+
+gcov: a synthetic instrumented library of ``--gcov-files`` objects (TVM has ~540) with
+``--gcov-functions`` functions each, built with g++ --coverage; each test calls a random third of the
+objects. Reported: ``first_ms`` (first collection: parses every .gcno), ``restart_first_ms`` (same
+after a worker restart, .gcno maps cached), ``collect_ms`` median and p90 per test (dump + reset +
+read + diff), ``collect_late_ms`` (median over the second half of the tests, when fewer functions run
+for the first time), ``dump_ms`` (libgcov's dump+reset alone) and ``gcovr_s`` (one gcovr run).
+
+structure: the parent's union update per test, always on (the cost of coverage "off").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FAMILIES = {"ort_transformers": "ort:cpu:O3", "ov_layers": "ov:CPU", "ov_passes": "ov:CPU", "tvm_py": "tvm:llvm:O3"}
+
+
+def generate_models(directory: Path, count: int, nodes: int, seed: int) -> list[dict]:
+    from higen.generation.client import Generator
+    from higen.generation.config import GenConfig
+
+    generator = Generator(directory / "logs")
+    generator.start()
+    models = []
+    try:
+        attempt = 0
+        while len(models) < count and attempt < count * 4:
+            out = directory / f"m{attempt}"
+            result = generator.generate(GenConfig(max_nodes=nodes, seed=seed + attempt), out)
+            attempt += 1
+            if result.valid:
+                models.append({"model": str(result.test.model_path), "inputs": str(result.test.inputs_path),
+                               "tokens": result.test.tokens})
+    finally:
+        generator.worker.stop()
+    return models
+
+
+# -- inner processes (stdout/stderr = a log file, like a worker) ---------------------------------------
+def inner_wheel(collector: str | None, target: str, models_file: str, out_file: str) -> None:
+    models = json.loads(Path(models_file).read_text())
+    coverage = None
+    if collector:
+        from higen.coverage.worker import WorkerCoverage
+
+        coverage = WorkerCoverage({"collectors": {collector: {}}})
+    from higen.backends.base import Target
+    from higen.backends.registry import create_backend
+    from higen.tensors import load_tensors
+
+    backend = create_backend(Target.parse(target))
+    if coverage:
+        coverage.attach(backend)
+    rows = []
+    for index, case in enumerate(models[:3] + models):  # three warm-ups
+        request = {"model": case["model"], "coverage": True}
+        began = time.perf_counter()
+        collect = 0.0
+        if coverage:
+            coverage.begin(request)
+            collect += time.perf_counter() - began
+        compiled = None
+        try:
+            compiled = backend.compile(case["model"])
+            backend.run(compiled, load_tensors(case["inputs"]))
+            status = "ok"
+        except Exception as error:  # noqa: BLE001 - unsupported models still cost a compile
+            status = type(error).__name__
+        ended = time.perf_counter()
+        features = 0
+        if coverage:
+            payload = coverage.end(request, compiled)
+            collect += time.perf_counter() - ended
+            features = payload["hit"].get(collector, 0)
+        if index >= 3:
+            rows.append({"ms": 1000 * (time.perf_counter() - began), "collect_ms": 1000 * collect,
+                         "status": status, "hit": features})
+    Path(out_file).write_text(json.dumps(rows))
+
+
+def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, prefix: str) -> None:
+    import ctypes
+
+    from higen.coverage.gcov import GcovCollector
+
+    lib = ctypes.CDLL(library)
+    runs = sorted(name for name in os.listdir(os.path.join(src)) if name.startswith("unit"))
+    entry = [getattr(lib, f"run_{k}") for k in range(len(runs))]
+    rng = random.Random(0)
+    collector = GcovCollector("gcov_bench", src, build, prefix)
+    collector.attach()
+    result = {"objects": len(entry)}
+    began = time.perf_counter()
+    collector.take_baseline()
+    result["first_ms"] = 1000 * (time.perf_counter() - began)
+    times, hits, new = [], [], []
+    for _ in range(tests):
+        for call in rng.sample(entry, max(1, len(entry) // 3)):
+            call(rng.randrange(1 << 16))
+        began = time.perf_counter()
+        found = collector.end()
+        times.append(1000 * (time.perf_counter() - began))
+        hits.append(collector.hit_last)
+        new.append(len(found))
+    dumps = []
+    for _ in range(10):
+        began = time.perf_counter()
+        collector._dump()
+        collector._reset()
+        dumps.append(1000 * (time.perf_counter() - began))
+    counters = sum(o.n_counters for o in collector.objects.values() if o)
+    branches = sum(len(o.keys) for o in collector.objects.values() if o)
+    data = sum(os.path.getsize(p) for p in collector._gcda_files())
+    result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), counters=counters,
+                  branches=branches, gcda_bytes=data, problems=collector.problems[:5])
+    Path(out_file).write_text(json.dumps(result))
+
+
+def run_inner(args: list[str], log: Path) -> None:
+    with open(log, "ab") as handle:
+        subprocess.run([sys.executable, __file__, "--inner", *args], stdout=handle, stderr=handle, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TVM_NUM_THREADS": "1"})
+
+
+# -- driver ------------------------------------------------------------------------------------------
+def bench_wheels(models: list[dict], work: Path, families: list[str]) -> list[dict]:
+    models_file = work / "models.json"
+    models_file.write_text(json.dumps(models))
+    rows, plain_cache = [], {}
+    for family in families:
+        target = FAMILIES[family]
+        if target not in plain_cache:
+            out = work / f"plain_{target.replace(':', '_')}.json"
+            run_inner(["wheel", "", target, str(models_file), str(out)], work / "inner.log")
+            plain_cache[target] = json.loads(out.read_text())
+        out = work / f"cov_{family}.json"
+        run_inner(["wheel", family, target, str(models_file), str(out)], work / "inner.log")
+        plain, cov = plain_cache[target], json.loads(out.read_text())
+        plain_ms = statistics.median(r["ms"] for r in plain)
+        with_ms = statistics.median(r["ms"] for r in cov)
+        rows.append({"collector": family, "target": target, "tests": len(cov),
+                     "plain_ms": round(plain_ms, 2), "with_ms": round(with_ms, 2),
+                     "overhead_ms": round(with_ms - plain_ms, 2),
+                     "collect_ms": round(statistics.median(r["collect_ms"] for r in cov), 3),
+                     "collect_p90_ms": round(sorted(r["collect_ms"] for r in cov)[int(0.9 * (len(cov) - 1))], 3),
+                     "features_per_test": round(statistics.mean(r["hit"] for r in cov), 1)})
+    return rows
+
+
+def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
+    from higen.coverage.gcov import GcovrSampler
+    from higen.coverage.native import build_library, synthetic_sources
+
+    began = time.perf_counter()
+    src, build, library = build_library(work / "lib", synthetic_sources(files, functions), jobs=os.cpu_count() or 2)
+    build_s = time.perf_counter() - began
+    data = work / "gcov-data"
+    prefix = data / "w1"
+    out = work / "gcov.json"
+    run_inner(["gcov", str(src), str(build), str(library), str(tests), str(out), str(prefix)], work / "inner.log")
+    first = json.loads(out.read_text())
+    run_inner(["gcov", str(src), str(build), str(library), "3", str(work / "gcov2.json"), str(data / "w2")],
+              work / "inner.log")
+    restart = json.loads((work / "gcov2.json").read_text())
+    sampler = GcovrSampler("bench", str(src), str(data))
+    sampler.request(tests)
+    result = sampler.poll(wait=True)
+    collect = sorted(first["collect"])
+    return {"collector": "gcov", "objects": first["objects"], "functions": files * functions,
+            "branches": first["branches"], "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024,
+            "tests": tests, "build_s": round(build_s, 1), "first_ms": round(first["first_ms"], 1),
+            "restart_first_ms": round(restart["first_ms"], 1),
+            "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
+            "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
+            "dump_ms": round(first["dump_ms"], 2), "branches_hit_per_test": round(statistics.mean(first["hit"]), 1),
+            "gcovr_s": round(result.seconds, 2) if result else None,
+            "gcovr_branch_covered": (result.totals or {}).get("branch_covered") if result else None,
+            "problems": first["problems"]}
+
+
+def bench_structure(models: list[dict]) -> dict:
+    from higen.coverage.manager import CoverageManager
+
+    manager = CoverageManager(None, None, ["ort:cpu:O3"])
+    times = []
+    for _ in range(20):
+        for case in models:
+            began = time.perf_counter()
+            manager.observe(0, case["tokens"], {})
+            times.append(1000 * (time.perf_counter() - began))
+    return {"collector": "structure", "tests": len(times), "collect_ms": round(statistics.median(times), 4),
+            "collect_p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))], 4)}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
+        kind, *rest = sys.argv[2:]
+        if kind == "wheel":
+            inner_wheel(rest[0] or None, rest[1], rest[2], rest[3])
+        else:
+            inner_gcov(rest[0], rest[1], rest[2], int(rest[3]), rest[4], rest[5])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=30)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--gcov-files", type=int, default=540)
+    parser.add_argument("--gcov-functions", type=int, default=30)
+    parser.add_argument("--gcov-tests", type=int, default=100)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: wheels,gcov")
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/bench_coverage.json"))
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="higen-bench-cov-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
+        work = Path(tmp)
+        models = generate_models(work / "models", args.models, args.nodes, args.seed) if "wheels" not in skip else []
+        if models:
+            results.append(bench_structure(models))
+            results.extend(bench_wheels(models, work, [f for f in args.families.split(",") if f]))
+        if "gcov" not in skip:
+            results.append(bench_gcov(work, args.gcov_files, args.gcov_functions, args.gcov_tests))
+    for row in results:
+        print(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1) + "\n")
+    with open(args.out.with_suffix(".csv"), "w", newline="") as handle:
+        columns = list(dict.fromkeys(k for row in results for k in row if k != "problems"))
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

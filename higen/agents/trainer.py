@@ -1,0 +1,240 @@
+"""The hierarchical trainer: PPO (high level, one step per big epoch) over SAC (low level, one step
+per test), both driven by Stable-Baselines3's own ``learn``.
+
+Nested design (docs/rewards.md, "Training loop"): ``PPO.learn`` steps the HighLevelEnv; each of its
+steps frees the chosen dimensions and calls ``SAC.learn(small_epochs, reset_num_timesteps=False)``
+on the CompilerFuzzEnv, whose episode is that big epoch (one test per SAC step, one gradient step per
+test after ``learning_starts``). A PPO callback logs the big epoch, writes TensorBoard scalars and a
+checkpoint, and stops PPO at the budget; a SAC callback stops a big epoch early when the test or
+time budget is spent. Ctrl-C writes a checkpoint too; ``resume`` continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+
+from higen.agents import checkpoint as ckpt
+from higen.engine import Engine, TestResult
+from higen.envs.decoder import ActionDecoder
+from higen.envs.high import HighLevelEnv
+from higen.envs.low import CompilerFuzzEnv
+from higen.envs.state import Budget, FuzzState
+from higen.generation.config import GenConfig
+from higen.rewards import RewardConfig, Terms
+from higen.run_dir import RunLog
+
+
+@dataclass
+class AgentSettings:
+    """Everything that shapes the two learners; recorded in each checkpoint, reused on resume."""
+
+    seed: int = 0
+    small_epochs: int = 20
+    net_arch: tuple[int, ...] = (64, 64)
+    device: str = "cpu"
+    ppo_n_steps: int = 4  # big epochs per PPO update
+    ppo_epochs: int = 4
+    ppo_gamma: float = 0.9
+    ppo_ent_coef: float = 0.01
+    sac_learning_starts: int = 10  # tests with uniform-random actions before SAC's first update
+    sac_batch_size: int = 64
+    sac_buffer_size: int = 10_000
+    sac_gamma: float = 0.5  # a test's reward is mostly its own; only novelty links tests
+    window: int = 32  # tests in the low level's moving-window rates
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "net_arch": list(self.net_arch)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AgentSettings":
+        return cls(**{**data, "net_arch": tuple(data["net_arch"])})
+
+
+@dataclass
+class TrainSummary:
+    tests: int = 0  # of the whole run, resumed sessions included
+    big_epochs: int = 0
+    unique_tokens: int = 0
+    interrupted: bool = False
+    checkpoint: Path | None = None
+
+
+class _StopTests(BaseCallback):
+    """SAC: end the big epoch early when the run's test or time budget is spent."""
+
+    def __init__(self, state: FuzzState):
+        super().__init__()
+        self.state = state
+
+    def _on_step(self) -> bool:
+        return not self.state.exhausted()
+
+
+class _EpochDone(BaseCallback):
+    """PPO: after each big epoch, log and checkpoint; stop at the budget, never mid-rollout unless
+    the budget ends there (a partial rollout is then not trained on)."""
+
+    def __init__(self, trainer: "HierarchicalTrainer"):
+        super().__init__()
+        self.trainer = trainer
+        self.in_rollout = 0
+
+    def _on_rollout_start(self) -> None:
+        self.in_rollout = 0
+
+    def _on_step(self) -> bool:
+        self.in_rollout += 1
+        info = self.locals["infos"][0]
+        if info.get("epoch") is None:  # the budget was already spent: nothing ran
+            return False
+        self.trainer.after_epoch(info["epoch"])
+        return not (self.trainer.finished() and self.in_rollout < self.model.n_steps)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C back (main thread only); yields the list of the signals that came meanwhile."""
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread
+        yield caught
+        return
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class HierarchicalTrainer:
+    def __init__(self, engine: Engine, run_dir: Path, settings: AgentSettings, rewards: RewardConfig,
+                 budget: Budget, base: GenConfig, log: RunLog | None = None,
+                 context: dict[str, Any] | None = None):
+        torch.set_num_threads(1)
+        self.engine, self.run_dir, self.settings, self.log = engine, Path(run_dir), settings, log
+        self.context = context or {}  # recorded in checkpoints (e.g. the command line), for resume
+        self.decoder = ActionDecoder(engine.generator.info["ops"], base)
+        self.state = FuzzState(engine, self.decoder, rewards, settings.small_epochs, budget, settings.window)
+        #: called after every test with its result and reward terms (logging, progress display)
+        self.on_test: Callable[[TestResult, Terms], None] | None = None
+        self.state.on_test = self._test_done
+        self.low = CompilerFuzzEnv(self.state)
+        self.high = HighLevelEnv(self.low, horizon=budget.big_epochs, run_epoch=self._low_epoch)
+        policy = {"net_arch": list(settings.net_arch)}
+        self.ppo = PPO("MlpPolicy", self.high, n_steps=settings.ppo_n_steps, batch_size=settings.ppo_n_steps,
+                       n_epochs=settings.ppo_epochs, gamma=settings.ppo_gamma, ent_coef=settings.ppo_ent_coef,
+                       policy_kwargs=policy, seed=settings.seed, device=settings.device, verbose=0)
+        self.sac = SAC("MlpPolicy", self.low, buffer_size=settings.sac_buffer_size,
+                       learning_starts=settings.sac_learning_starts, batch_size=settings.sac_batch_size,
+                       gamma=settings.sac_gamma, train_freq=1, gradient_steps=0, policy_kwargs=policy,
+                       seed=settings.seed + 1, device=settings.device, verbose=0)
+        tb = self.run_dir / "tb"
+        self.ppo.set_logger(configure(str(tb / "ppo_high"), ["tensorboard"]))
+        self.sac.set_logger(configure(str(tb / "sac_low"), ["tensorboard"]))
+        self.tb = configure(str(tb / "higen"), ["tensorboard"])
+        self.state.while_generating = self._sac_update
+        self._stop_tests = _StopTests(self.state)
+        self.summary = TrainSummary()
+
+    # -- the two levels -----------------------------------------------------------------------
+    def _low_epoch(self) -> None:
+        """One big epoch of SAC on the low-level env, starting from a fresh observation (the free
+        dimensions just changed)."""
+        if self.state.exhausted():
+            return
+        self.sac._last_obs = None  # SB3 then resets the env at the start of learn
+        self.sac.learn(total_timesteps=self.settings.small_epochs, callback=self._stop_tests, log_interval=1,
+                       reset_num_timesteps=False, progress_bar=False)
+
+    def _sac_update(self) -> None:
+        """SAC's one gradient step per test, done while the generator builds the test (SAC itself is
+        built with ``gradient_steps=0``): the same updates on the same replay data as SB3's
+        ``gradient_steps=1``, but the action of test i+1 is chosen just before the update that test
+        i's transition allows instead of just after (one update of lag), and the update costs no
+        wall time."""
+        if self.sac.num_timesteps > self.sac.learning_starts and self.sac.replay_buffer.size() > 0:
+            self.sac.train(gradient_steps=1, batch_size=self.sac.batch_size)
+
+    def _test_done(self, result: TestResult, terms: Terms) -> None:
+        if self.on_test is not None:
+            self.on_test(result, terms)
+
+    def finished(self) -> bool:
+        return self.state.big_epochs >= self.state.budget.big_epochs or self.state.exhausted()
+
+    def after_epoch(self, summary: dict[str, Any]) -> None:
+        summary = {**summary, "ppo_steps": self.ppo.num_timesteps, "sac_steps": self.sac.num_timesteps}
+        if self.log is not None:
+            self.log.write("big_epoch", **summary)
+        step = self.state.big_epochs
+        for key in ("validity", "new_signatures", "findings", "new_tokens", "unique_tokens", "tests_per_s",
+                    "low_reward_mean"):
+            self.tb.record(f"higen/{key}", summary[key])
+        for key, value in summary["high_reward"].items():
+            self.tb.record(f"higen/high_reward/{key}", value)
+        self.tb.dump(step)
+        self.save("epoch")
+
+    # -- running ------------------------------------------------------------------------------
+    def train(self) -> TrainSummary:
+        """Run until the budget is spent or Ctrl-C; a checkpoint is written at the end either way."""
+        remaining = self.state.budget.big_epochs - self.state.big_epochs
+        try:
+            if remaining > 0 and not self.state.exhausted():
+                self.ppo.learn(total_timesteps=remaining, callback=_EpochDone(self), log_interval=1,
+                               reset_num_timesteps=False, progress_bar=False)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+        self.summary.checkpoint = self.save("interrupt" if self.summary.interrupted else "end")
+        self.summary.tests, self.summary.big_epochs = self.state.tests, self.state.big_epochs
+        self.summary.unique_tokens = len(self.state.tokens)
+        return self.summary
+
+    def save(self, reason: str) -> Path:
+        tag = f"ckpt-{self.state.big_epochs:06d}-{self.state.tests:09d}"
+        data = {"reason": reason, "context": self.context, "settings": self.settings.to_json(),
+                "rewards": self.state.rewards.to_json(), "budget": asdict(self.state.budget),
+                "state": self.state.to_json(),
+                "models": {"ppo_high": ckpt.model_counters(self.ppo), "sac_low": ckpt.model_counters(self.sac)},
+                "rng": {"global": ckpt.global_rng_states(),
+                        "low_env": ckpt.generator_state(self.low.np_random),
+                        "high_env": ckpt.generator_state(self.high.np_random),
+                        "low_actions": ckpt.generator_state(self.sac.action_space.np_random),
+                        "high_actions": ckpt.generator_state(self.ppo.action_space.np_random)}}
+        with _interrupts_held() as caught:
+            path = ckpt.write_checkpoint(self.run_dir / "checkpoints", tag, {"ppo_high": self.ppo, "sac_low": self.sac},
+                                         self.sac.replay_buffer, data)
+        if caught:  # Ctrl-C while writing: the checkpoint is complete, now stop
+            if reason == "epoch":
+                raise KeyboardInterrupt
+            self.summary.interrupted = True
+        return path
+
+    def resume(self, folder: Path, data: dict[str, Any]) -> None:
+        """Continue from checkpoint ``folder`` (its run_state.json already read into ``data``)."""
+        self.state.restore(data["state"])
+        for name, model in (("ppo_high", self.ppo), ("sac_low", self.sac)):
+            ckpt.load_model_weights(model, folder / f"{name}.zip", data["models"][name])
+        buffer = folder / "replay_buffer.npz"
+        if buffer.is_file():
+            ckpt.load_replay_buffer(self.sac.replay_buffer, buffer)
+        # The models' construction queued their seeds for the envs' next reset: use them up, then
+        # put every generator back where the checkpoint left it.
+        for model in (self.ppo, self.sac):
+            model.get_env().reset()
+            model._last_obs = None
+        rng = data["rng"]
+        ckpt.set_global_rng_states(rng["global"])
+        ckpt.set_generator_state(self.low.np_random, rng["low_env"])
+        ckpt.set_generator_state(self.high.np_random, rng["high_env"])
+        ckpt.set_generator_state(self.sac.action_space.np_random, rng["low_actions"])
+        ckpt.set_generator_state(self.ppo.action_space.np_random, rng["high_actions"])

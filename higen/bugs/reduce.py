@@ -1,0 +1,407 @@
+"""``higen reduce CASE``: shrink a bug case's model to a small graph that still gives the same signature.
+
+1. Every value of the original model is computed once by ``onnx.reference`` (by ONNX Runtime at O0,
+   in a worker, when the reference evaluator cannot run the model).
+2. The graph is cut to the failing part: for a mismatch, the nodes the first diverging output depends
+   on, with that output alone; for a crash/error/timeout, the smallest cone of one graph output that
+   still fails.
+3. Delta debugging (ddmin) over the remaining nodes. A removed node's outputs that a kept node still
+   reads become graph inputs fed with the values from step 1; values that were compile-time constants
+   in the original (initializers, Constant nodes and what only they feed) become initializers, so
+   constant-dependent rewrites (fusions) still see constants. Each candidate is checked with the ONNX
+   checker (full check) and run on the finding's real targets through :class:`BackendPool` (a
+   candidate that crashes a runtime costs a worker restart, nothing more), then judged by the oracle.
+   Where the finding compares with PyTorch, a candidate fed only original graph inputs is expected to
+   give PyTorch's recorded outputs; once it is fed an intermediate value, the step-1 values (which
+   made that input) stand in for PyTorch.
+
+The result goes to ``CASE/reduced/`` (model.onnx, inputs.npz, outputs/, meta.json with the node
+counts before and after, repro.py); the original case is left untouched. Exit status: 0 reduced
+(or already minimal) with the same signature, 1 the case does not reproduce here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+from onnx.reference import ReferenceEvaluator
+from rich.console import Console
+
+from higen import __version__
+from higen.backends.base import REFERENCE, Target
+from higen.backends.pool import BackendPool
+from higen.bugs.analysis import analyze_mismatch
+from higen.bugs.case import FORMAT_VERSION, BugCase, file_name
+from higen.bugs.repro import Trial, run_and_judge, user_case
+from higen.bugs.standalone import write_case_extras
+from higen.bugs.store import outcome_json, write_json_atomic
+from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+
+FAILURES = ("crash", "error", "timeout")
+STAND_IN = "ort:cpu:O0"
+REDUCED = "reduced"
+REDUCED_REFERENCE = "outputs/reference.npz"
+
+
+def constant_values(model: onnx.ModelProto) -> set[str]:
+    """Values that do not depend on any graph input (compile-time constants of the original)."""
+    inputs = {value.name for value in model.graph.input}
+    constant = {init.name for init in model.graph.initializer if init.name not in inputs}
+    for node in model.graph.node:
+        feeds = [name for name in node.input if name]
+        if node.op_type == "Constant" or (feeds and all(name in constant for name in feeds)):
+            constant.update(name for name in node.output if name)
+    return constant
+
+
+def _declared_types(model: onnx.ModelProto) -> dict[str, np.dtype]:
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:  # inference is only a dtype cross-check here
+        return {}
+    types = {}
+    for value in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
+        elem = value.type.tensor_type.elem_type
+        if elem:
+            types[value.name] = helper.tensor_dtype_to_np_dtype(elem)
+    return types
+
+
+def evaluate_all(model: onnx.ModelProto, inputs: Tensors, work: Path, timeout_s: float) -> tuple[Tensors, str]:
+    """Every value of ``model`` on ``inputs`` (graph inputs included), and which evaluator made them."""
+    names = [out for node in model.graph.node for out in node.output if out]
+    types = _declared_types(model)
+    try:
+        results = ReferenceEvaluator(model).run(names, dict(inputs))
+        values, source = dict(zip(names, results)), "onnx.reference"
+    except Exception:  # the reference evaluator lacks an op or a dtype: ONNX Runtime O0 in a worker
+        try:
+            values, source = _evaluate_with_ort(model, inputs, names, types, work, timeout_s), STAND_IN
+        except RuntimeError:  # no intermediate values: only nodes nobody downstream needs can go
+            values, source = {}, "none"
+    fixed = {}
+    for name, value in values.items():
+        value = np.asarray(value)
+        fixed[name] = value.astype(types[name]) if name in types and value.dtype != types[name] else value
+    return {**inputs, **fixed}, source
+
+
+def _evaluate_with_ort(model: onnx.ModelProto, inputs: Tensors, names: list[str], types: dict[str, np.dtype],
+                       work: Path, timeout_s: float) -> Tensors:
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {value.name for value in exposed.graph.output}
+    for name in names:
+        if name in types and name not in present:
+            exposed.graph.output.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(types[name]), None))
+    directory = work / "all-values"
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(exposed, directory / "model.onnx")
+    save_tensors(directory / "inputs.npz", inputs)
+    with BackendPool([Target.parse(STAND_IN)], work / "logs", timeout_s) as pool:
+        outcome = pool.run(directory / "model.onnx", directory / "inputs.npz", directory)[STAND_IN]
+    if not outcome.ok:
+        raise RuntimeError(f"neither onnx.reference nor {STAND_IN} computes the model's values: {outcome.message[:200]}")
+    return load_tensors(outcome.outputs_path)
+
+
+def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+
+
+def _split(items: list[int], parts: int) -> list[list[int]]:
+    size, extra = divmod(len(items), parts)
+    chunks, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return [chunk for chunk in chunks if chunk]
+
+
+@dataclass
+class Candidate:
+    keep: tuple[int, ...]
+    model: onnx.ModelProto
+    feeds: Tensors
+    directory: Path
+    trial: Trial
+    reference: Tensors | None = None  # expected outputs, when the finding compares with PyTorch
+    reference_source: str = ""
+
+
+@dataclass
+class Reduction:
+    reproduced: bool
+    nodes_before: int
+    best: Candidate | None = None
+    tried: int = 0
+    source: str = ""
+    seconds: float = 0.0
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def nodes_after(self) -> int:
+        return len(self.best.keep) if self.best else self.nodes_before
+
+
+class Reducer:
+    """Delta debugging over the nodes of one case's model, judged on the real targets."""
+
+    def __init__(self, case: BugCase, pool: BackendPool, work: Path, signature: str | None = None,
+                 max_candidates: int = 500, timeout_s: float = 30.0):
+        self.case = case
+        self.finding = case.finding(signature)
+        self.signature = self.finding["signature"]
+        self.mismatch = self.finding["verdict"] not in FAILURES
+        self.targets = [t for t in self.finding["targets"] if t != REFERENCE]
+        self.needs_reference = REFERENCE in self.finding["targets"]
+        self.pairs = [tuple(self.finding["targets"])] if self.mismatch else []
+        self.pool, self.work = pool, work
+        self.max_candidates = max_candidates
+        self.model = onnx.load(str(case.model_path))
+        self.nodes = list(self.model.graph.node)
+        self.outputs = [value.name for value in self.model.graph.output]
+        graph_inputs = {value.name for value in self.model.graph.input}
+        self.weights = {init.name: init for init in self.model.graph.initializer if init.name not in graph_inputs}
+        self.graph_inputs = graph_inputs - set(self.weights)
+        self.recorded = load_tensors(case.reference_path)
+        self.constant = constant_values(self.model)
+        self.values, self.source = evaluate_all(self.model, load_tensors(case.inputs_path), work, timeout_s)
+        self.cache: dict[tuple[int, ...], bool] = {}
+        self.best: Candidate | None = None
+        self.tried = 0
+
+    # -- candidates ------------------------------------------------------------------------------
+    def build(self, keep: tuple[int, ...]) -> tuple[onnx.ModelProto, Tensors] | None:
+        """The model made of the nodes ``keep`` (original order), or None when it is not valid."""
+        nodes = [self.nodes[i] for i in keep]
+        produced = [out for node in nodes for out in node.output if out]
+        consumed = {name for node in nodes for name in node.input if name}
+        if self.mismatch:
+            outputs = [self.finding["output"]] if self.finding["output"] in produced else []
+        else:
+            outputs = [out for out in produced if out not in consumed or out in self.outputs]
+        if not outputs or any(out not in self.values for out in outputs):
+            return None
+        made = set(produced)
+        needed = list(dict.fromkeys(name for node in nodes for name in node.input if name and name not in made))
+        inputs, weights, feeds = [], [], {}
+        for name in needed:
+            if name in self.weights:
+                weights.append(self.weights[name])
+            elif name not in self.values:
+                return None
+            elif name in self.constant:
+                weights.append(numpy_helper.from_array(self.values[name], name))
+            else:
+                inputs.append(_value_info(name, self.values[name]))
+                feeds[name] = self.values[name]
+        graph = helper.make_graph(nodes, self.model.graph.name or "reduced", inputs,
+                                  [_value_info(out, self.values[out]) for out in outputs], weights)
+        model = helper.make_model(graph, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version,
+                                  producer_name="higen-reduce")
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception:  # the checker or shape inference rejects the candidate: not a valid test
+            return None
+        return model, feeds
+
+    def reproduces(self, keep: list[int] | tuple[int, ...]) -> bool:
+        key = tuple(sorted(keep))
+        if key in self.cache:
+            return self.cache[key]
+        if self.tried >= self.max_candidates:
+            return False
+        self.tried += 1
+        built = self.build(key)
+        verdict = False
+        if built is not None:
+            model, feeds = built
+            directory = self.work / f"candidate-{self.tried}"
+            directory.mkdir()
+            onnx.save(model, directory / "model.onnx")
+            save_tensors(directory / "inputs.npz", feeds)
+            reference, source = self.reference_for(model, feeds) if self.needs_reference else (None, "")
+            trial = run_and_judge(self.pool, directory / "model.onnx", directory / "inputs.npz", directory,
+                                  self.targets, reference, self.pairs, self.case.tolerances, self.case.nan_policy)
+            verdict = self.signature in trial.signatures
+            if verdict and (self.best is None or len(key) <= len(self.best.keep)):
+                if self.best is not None:
+                    shutil.rmtree(self.best.directory, ignore_errors=True)
+                self.best = Candidate(key, model, feeds, directory, trial, reference, source)
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
+        self.cache[key] = verdict
+        return verdict
+
+    def reference_for(self, model: onnx.ModelProto, feeds: Tensors) -> tuple[Tensors, str]:
+        """Expected outputs of a candidate and where they come from: PyTorch's recorded outputs while
+        the candidate is fed only original graph inputs (it computes the same values then), else the
+        step-1 values (they also made the candidate's inputs)."""
+        names = [value.name for value in model.graph.output]
+        if set(feeds) <= self.graph_inputs and all(name in self.recorded for name in names):
+            return {name: self.recorded[name] for name in names}, f"{REFERENCE} (recorded)"
+        return {name: self.values[name] for name in names}, f"{self.source} (stands in for {REFERENCE})"
+
+    # -- the search ------------------------------------------------------------------------------
+    def cone(self, output: str) -> list[int]:
+        """Indices of the nodes ``output`` depends on."""
+        made_by = {out: index for index, node in enumerate(self.nodes) for out in node.output if out}
+        todo, cone = [output], set()
+        while todo:
+            index = made_by.get(todo.pop())
+            if index is not None and index not in cone:
+                cone.add(index)
+                todo.extend(name for name in self.nodes[index].input if name)
+        return sorted(cone)
+
+    def cut(self, steps: list[str]) -> list[int] | None:
+        """The failing part of the graph, or None when even the whole model does not reproduce."""
+        if self.mismatch:
+            part = self.cone(self.finding["output"])
+            steps.append(f"cut to output {self.finding['output']}: {len(part)} nodes")
+            return part if self.reproduces(part) else None
+        everything = list(range(len(self.nodes)))
+        if not self.reproduces(everything):
+            return None
+        for part in sorted((self.cone(out) for out in self.outputs), key=len):
+            if len(part) < len(everything) and self.reproduces(part):
+                steps.append(f"cut to one output's cone: {len(part)} nodes")
+                return part
+        return everything
+
+    def ddmin(self, items: list[int]) -> list[int]:
+        """Zeller's delta debugging: a 1-minimal subset of ``items`` that still reproduces."""
+        parts = 2
+        while len(items) >= 2 and self.tried < self.max_candidates:
+            chunks = _split(items, parts)
+            smaller = next((c for c in chunks if len(c) < len(items) and self.reproduces(c)), None)
+            if smaller is not None:
+                items, parts = smaller, 2
+                continue
+            rests = ([i for i in items if i not in chunk] for chunk in chunks)
+            rest = next((r for r in rests if r and self.reproduces(r)), None) if parts > 2 else None
+            if rest is not None:
+                items, parts = rest, max(parts - 1, 2)
+                continue
+            if parts >= len(items):
+                break
+            parts = min(len(items), parts * 2)
+        return items
+
+    def run(self) -> Reduction:
+        began = time.perf_counter()
+        steps: list[str] = []
+        part = self.cut(steps)
+        if part is None:
+            return Reduction(False, len(self.nodes), None, self.tried, self.source, time.perf_counter() - began, steps)
+        kept = self.ddmin(part)
+        steps.append(f"ddmin: {len(part)} -> {len(kept)} nodes")
+        return Reduction(True, len(self.nodes), self.best, self.tried, self.source, time.perf_counter() - began, steps)
+
+
+def write_reduced(case: BugCase, reducer: Reducer, result: Reduction) -> Path:
+    """Write ``CASE/reduced/`` atomically (staged, then renamed over any previous reduction)."""
+    best = result.best
+    staging = case.path / f".tmp-{REDUCED}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "outputs").mkdir(parents=True)
+    onnx.save(best.model, staging / "model.onnx")
+    save_tensors(staging / "inputs.npz", best.feeds)
+    reference, source = best.reference, best.reference_source
+    if reference is None:  # the finding does not involve PyTorch: the step-1 values, for information
+        reference = {v.name: reducer.values[v.name] for v in best.model.graph.output}
+        source = f"{result.source} (not used by the finding)"
+    save_tensors(staging / REDUCED_REFERENCE, reference)
+    for target, outcome in best.trial.outcomes.items():
+        if outcome.ok:
+            shutil.copy2(outcome.outputs_path, staging / "outputs" / f"{file_name(target)}.npz")
+    described = reducer.pool.describe()
+    findings = [f.to_json() for f in best.trial.judgement.findings]
+    for finding in findings:  # on the small graph, noise and known differences show plainly
+        if finding["verdict"] not in FAILURES:
+            finding["analysis"] = analyze_mismatch(finding, best.trial.outputs, best.model, case.tolerances,
+                                                   described, best.feeds)
+    ops = sorted({node.op_type for node in best.model.graph.node})
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "case": f"{case.path.name}/{REDUCED}", "reduced_from": "..",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "verdict": reducer.finding["verdict"],
+        "signature": reducer.signature, "saved_for": [reducer.signature], "findings": findings,
+        "targets": reducer.targets, "reference": REFERENCE, "reference_file": REDUCED_REFERENCE,
+        "reference_source": source, "values_source": result.source,
+        "nodes_before": result.nodes_before, "nodes_after": result.nodes_after, "onnx_nodes": result.nodes_after,
+        "op_types": ops, "candidates_tried": result.tried, "reduce_s": round(result.seconds, 3), "steps": result.steps,
+        "outcomes": {t: outcome_json(o) for t, o in best.trial.outcomes.items()},
+        "versions": {"higen": __version__, "targets": described},
+        "oracle": {**case.meta.get("oracle", {}), "pairs": [list(p) for p in reducer.pairs]},
+        "inputs_nonfinite": any(v.dtype.kind == "f" and not np.isfinite(v).all() for v in best.feeds.values()),
+    }
+    write_case_extras(staging, meta)
+    write_json_atomic(staging / "meta.json", meta)
+    final = case.path / REDUCED
+    if final.exists():
+        old = case.path / f".tmp-{REDUCED}-old-{os.getpid()}"
+        os.rename(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(staging, final)
+    return final
+
+
+def reduce_case(case: BugCase, signature: str | None = None, timeout_s: float = 30.0,
+                memory_limit_mb: int = 8192, max_candidates: int = 500) -> tuple[Reduction, Path | None]:
+    """Reduce one case; returns the reduction and the ``reduced/`` folder (None when it did not reproduce)."""
+    work = scratch_dir("higen-reduce-")
+    try:
+        finding = case.finding(signature)
+        targets = [Target.parse(t) for t in finding["targets"] if t != REFERENCE]
+        with BackendPool(targets, work / "logs", timeout_s, memory_limit_mb) as pool:
+            reducer = Reducer(case, pool, work, signature, max_candidates, timeout_s)
+            result = reducer.run()
+            folder = write_reduced(case, reducer, result) if result.reproduced and result.best else None
+        return result, folder
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def command_reduce(argv: list[str]) -> int:
+    from higen.main import OneLineParser, UserError
+
+    parser = OneLineParser(prog="higen reduce", description="Shrink a bug case's model, keeping its signature.")
+    parser.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>)")
+    parser.add_argument("--signature", help="which of the case's findings to keep (default: the case's own)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per candidate and target")
+    parser.add_argument("--memory-limit-mb", type=int, default=8192)
+    parser.add_argument("--max-candidates", type=int, default=500, help="candidate models tried at most")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON")
+    args = parser.parse_args(argv)
+    case = user_case(args.case)
+    if args.signature and args.signature not in {f["signature"] for f in case.meta["findings"]}:
+        raise UserError(f"{args.case} has no finding with signature {args.signature!r} (see its meta.json)")
+    console = Console()
+    result, folder = reduce_case(case, args.signature, args.timeout, args.memory_limit_mb, args.max_candidates)
+    signature = args.signature or case.signature
+    summary = {"case": str(case.path), "signature": signature, "reproduced": result.reproduced,
+               "nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
+               "candidates": result.tried, "seconds": round(result.seconds, 2), "reduced": str(folder or "")}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    if folder is None:
+        console.print(f"[yellow]{case.path}: the signature does not reproduce here with the installed "
+                      f"runtimes; nothing written[/yellow]\n  {signature}", soft_wrap=True)
+        return 1
+    ops = ", ".join(node.op_type for node in result.best.model.graph.node)
+    console.print(f"{case.path}: {result.nodes_before} -> {result.nodes_after} nodes ({ops}), same signature, "
+                  f"{result.tried} candidates in {result.seconds:.1f} s\n  {signature}\n  written to {folder}",
+                  soft_wrap=True)
+    return 0

@@ -1,0 +1,260 @@
+"""``higen triage RUN_OR_BUG_CASES_DIR``: rank the signatures of saved bug cases, most worth a look first.
+
+Everything comes from the cases' meta.json (the analysis the store recorded when saving) and from the
+signature indexes; logs are never parsed. A folder that is not a readable case (no or invalid
+meta.json, a ``.tmp-*`` staging folder) is reported in one line and skipped. The score (0-100):
+
+- crash 100, error 90, timeout 80 (an error whose message reads "not implemented/unsupported" 25);
+  shape/dtype mismatch 70, NaN/Inf mismatch 55;
+- value mismatch 40 + 5 per decade of its error in units of the dtype's eps (at most 70);
+- then, for any mismatch: inputs (or the inputs of its reduced graph) holding NaN/Inf -25, non-finite
+  values in the outputs -10, the other targets agreeing with the blamed one against PyTorch (the
+  reference is the odd one out) -15, noise patterns (a float16 rounding flip, a float32 value cast up
+  to float64) at most 15, known semantic differences (OpenVINO CPU's uint8 saturation, int64 and
+  float64 computed narrower) at most 5. docs/bug-cases.md lists the tags.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+from rich.console import Console
+from rich.table import Table
+
+from higen.backends.base import REFERENCE
+from higen.bugs.analysis import analyze_mismatch, looks_unsupported
+from higen.bugs.case import CaseError, load_outputs, read_meta, refuse_pickles
+from higen.bugs.store import CASES, INDEX, SignatureIndex, case_dirs, log
+from higen.oracle import Tolerance
+from higen.tensors import load_tensors
+
+FAILURES = ("crash", "error", "timeout")
+#: Parts of a normalized error line that say nothing about the bug (runtime prefixes, placeholders).
+BOILERPLATE = re.compile(r"\[ONNXRuntimeError\] : N : \w+ : |Exception during initialization: |\b(SRC|PATH|ADDR)\b ?")
+BASE = {"crash": 100.0, "error": 90.0, "timeout": 80.0, "shape_mismatch": 70.0, "dtype_mismatch": 70.0,
+        "nan_inf_mismatch": 55.0}
+
+
+@dataclass
+class Ranked:
+    """One signature with its best example."""
+
+    signature: str
+    verdict: str
+    targets: list[str]
+    score: float
+    where: str
+    count: int
+    cases: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    reduced: str = ""
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+
+def discover(path: Path) -> list[Path]:
+    """Case folders under a run root, a session, a ``bug_cases`` folder, or one case folder."""
+    if (path / "meta.json").is_file():
+        return [path]
+    if (path / CASES).is_dir() or any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
+        return list(case_dirs(path))
+    return sorted(p for p in path.iterdir() if p.is_dir())
+
+
+def counts(path: Path, directories: list[Path]) -> dict[str, int]:
+    """How often each signature was seen: the run root's shared index, else the sessions' indexes."""
+    shared = SignatureIndex(path)
+    if shared.path.is_file():
+        return {sig: entry.get("count", 0) for sig, entry in shared.load().items()}
+    seen: dict[str, int] = {}
+    for folder in {d.parent for d in directories}:
+        index = folder / INDEX
+        try:
+            entries = json.loads(index.read_text()) if index.is_file() else {}
+        except ValueError:
+            log.warning("%s is corrupt: counting saved cases instead", index)
+            continue
+        for sig, entry in entries.items():
+            seen[sig] = seen.get(sig, 0) + entry.get("count", 0)
+    return seen
+
+
+def score(finding: dict[str, Any], meta: dict[str, Any],
+          reduced: dict[str, Any] | None = None) -> tuple[float, list[str]]:
+    """The finding's score and tags; ``reduced`` is the meta of its reduction, if any."""
+    verdict = finding["verdict"]
+    tags: list[str] = []
+    if verdict in FAILURES:
+        outcome = meta.get("outcomes", {}).get(finding["targets"][-1], {})
+        if verdict == "error" and looks_unsupported(outcome.get("message", "")):
+            return 25.0, ["looks-unsupported"]
+        return BASE[verdict], tags
+    analysis = dict(finding.get("analysis") or {})
+    for mine in (reduced or {}).get("findings", []):  # the reduced graph may show a pattern more plainly
+        if mine.get("signature") == finding["signature"]:
+            for key in ("noise", "known"):
+                analysis.setdefault(key, (mine.get("analysis") or {}).get(key))
+    value = BASE.get(verdict) or 40.0 + min(30.0, 5.0 * math.log10(max(analysis.get("error_eps", 1.0), 1.0)))
+    if meta.get("inputs_nonfinite") or (reduced or {}).get("inputs_nonfinite"):
+        value -= 25  # (the reduced graph's inputs are intermediate values of the original)
+        tags.append("inputs-nonfinite")
+    if analysis.get("both_finite") is False:
+        value -= 10
+        tags.append("nonfinite-outputs")
+    if finding["targets"][0] == REFERENCE and analysis.get("agreeing_targets"):
+        value -= 15
+        tags.append("reference-suspect")
+    if analysis.get("noise"):
+        value = min(value, 15.0)
+        tags.append(f"noise:{analysis['noise']}")
+    if analysis.get("known"):
+        value = min(value, 5.0)
+        tags.append(f"known:{analysis['known']}")
+    return max(value, 0.0), tags
+
+
+def where(finding: dict[str, Any], meta: dict[str, Any]) -> str:
+    """A short description: the failing line, or the diverging op with its feeders and error size."""
+    if finding["verdict"] in FAILURES:
+        parts = finding["signature"].split("|", 4)
+        what = " ".join(p for p in parts[2:4] if p)  # stage and exception type or signal
+        return f"{what}: {BOILERPLATE.sub('', parts[-1]).strip()}"[:160]
+    analysis = finding.get("analysis") or {}
+    producer = analysis.get("producer") or {}
+    text = f"{producer.get('op', '?')}({', '.join(producer.get('inputs', []))})" if producer else finding.get("output", "")
+    if "dtype" in analysis:
+        text += f" {analysis['dtype']}"
+    if analysis.get("error_eps"):
+        text += f", {analysis['error_eps']:.3g} eps"
+    if "bad_fraction" in analysis:
+        text += f", {analysis['bad_fraction']:.2%} off"
+    return text
+
+
+def reduced_meta(directory: Path, signature: str) -> dict[str, Any]:
+    """meta.json of ``higen reduce``'s result for this signature ({} when there is none)."""
+    try:
+        reduced = read_meta(directory / "reduced")
+    except CaseError:
+        return {}
+    return reduced if reduced["signature"] == signature else {}
+
+
+def case_ops(meta: dict[str, Any], reduced: dict[str, Any]) -> set[str]:
+    """Op types of the case's graph (of the reduced graph when there is one), NNSmith names too."""
+    if reduced:
+        return set(reduced.get("op_types", []))
+    ops = set(meta.get("op_types") or (t[3:] for t in meta.get("tokens", []) if t.startswith("op:")))
+    return ops | set(meta.get("nnsmith_ops", []))
+
+
+def recompute(directory: Path, meta: dict[str, Any], finding: dict[str, Any], warn) -> dict[str, Any]:
+    """The analysis of a mismatch saved without one (format 1), from the case's tensors."""
+    try:
+        refuse_pickles(directory)
+        model = onnx.load(str(directory / "model.onnx"), load_external_data=False)
+        outputs = load_outputs(directory, meta)
+        inputs = load_tensors(directory / "inputs.npz")
+    except Exception as error:  # best effort: the case is still ranked, without the analysis
+        warn(f"cannot analyse {directory}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return {}
+    tolerances = {d: Tolerance(**t) for d, t in meta.get("oracle", {}).get("tolerances", {}).items()}
+    return analyze_mismatch(finding, outputs, model, tolerances, meta.get("versions", {}).get("targets", {}), inputs)
+
+
+def rank(path: Path, only_crashes: bool = False, exclude_ops: set[str] | None = None,
+         warn=lambda line: None) -> tuple[list[Ranked], list[str]]:
+    """Ranked signatures (best first) and the one-line reasons for skipped folders."""
+    excluded = {op.lower() for op in exclude_ops or ()}
+    directories = discover(path)
+    seen = counts(path, directories)
+    skipped: list[str] = []
+    by_signature: dict[str, Ranked] = {}
+    for directory in directories:
+        try:
+            meta = read_meta(directory)
+        except CaseError as error:
+            skipped.append(f"skipping: {error}")
+            warn(skipped[-1])
+            continue
+        for finding in meta["findings"]:
+            if only_crashes and finding["verdict"] not in FAILURES:
+                continue
+            reduced = reduced_meta(directory, finding["signature"])
+            if excluded & {op.lower() for op in case_ops(meta, reduced)}:
+                continue
+            if finding["verdict"] not in FAILURES and "analysis" not in finding:
+                finding["analysis"] = recompute(directory, meta, finding, warn)
+            value, tags = score(finding, meta, reduced)
+            sig = finding["signature"]
+            entry = by_signature.get(sig)
+            if entry is None or value > entry.score:  # the best example goes first
+                by_signature[sig] = Ranked(
+                    sig, finding["verdict"], list(finding["targets"]), round(value, 1), where(finding, meta),
+                    seen.get(sig, 0), [str(directory), *(entry.cases if entry else [])], tags,
+                    f"{reduced['nodes_before']}->{reduced['nodes_after']}" if reduced else "",
+                    finding.get("analysis") or {})
+            else:
+                entry.cases.append(str(directory))
+    for entry in by_signature.values():
+        entry.count = max(entry.count, len(entry.cases))
+    ranked = sorted(by_signature.values(), key=lambda e: (-e.score, -e.count, e.signature))
+    return ranked, skipped
+
+
+def markdown(ranked: list[Ranked], source: Path) -> str:
+    lines = [f"# HiGen triage of `{source}`", "",
+             "| # | score | verdict | targets | where | seen | cases | reduced | tags | example |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for number, e in enumerate(ranked, 1):
+        cells = [str(number), f"{e.score:g}", e.verdict, ", ".join(e.targets), e.where.replace("|", "\\|"),
+                 str(e.count), str(len(e.cases)), e.reduced, " ".join(e.tags), f"`{e.cases[0]}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table(ranked: list[Ranked]) -> Table:
+    out = Table("#", "score", "verdict", "targets", "where", "seen", "cases", "reduced", "tags", "example",
+                title="bug signatures, most worth a look first")
+    for number, e in enumerate(ranked, 1):
+        style = "red" if e.verdict in FAILURES else ("dim" if e.score <= 15 else "")
+        out.add_row(str(number), f"{e.score:g}", e.verdict, "\n".join(e.targets), e.where, str(e.count),
+                    str(len(e.cases)), e.reduced, " ".join(e.tags), Path(e.cases[0]).name, style=style)
+    return out
+
+
+def command_triage(argv: list[str]) -> int:
+    from higen.main import OneLineParser, UserError
+
+    parser = OneLineParser(prog="higen triage", description="Rank the bug signatures of a run or bug_cases folder.")
+    parser.add_argument("path", type=Path, help="a run root, a session (runs/N), a bug_cases folder or one case")
+    parser.add_argument("--top", type=int, help="show only the N best signatures")
+    parser.add_argument("--only-crashes", action="store_true", help="only crash, error and timeout signatures")
+    parser.add_argument("--exclude-ops", default="", help="comma-separated op types: leave out cases holding them")
+    parser.add_argument("--json", type=Path, help="write the ranking as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the ranking as a Markdown table")
+    args = parser.parse_args(argv)
+    if not args.path.is_dir():
+        raise UserError(f"{args.path} is not a folder: pass a run root, runs/N, or a bug_cases folder")
+    if args.top is not None and args.top <= 0:
+        raise UserError(f"--top must be positive, not {args.top}")
+    console, errors = Console(), Console(stderr=True)
+    ranked, skipped = rank(args.path, args.only_crashes, {op for op in args.exclude_ops.split(",") if op},
+                           warn=lambda line: errors.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True,
+                                                          highlight=False))
+    shown = ranked[:args.top] if args.top else ranked
+    if shown:
+        console.print(table(shown))
+    console.print(f"{len(ranked)} signatures from {sum(len(e.cases) for e in ranked)} case examples"
+                  f"{f', {len(skipped)} folders skipped' if skipped else ''}")
+    if args.json:
+        args.json.write_text(json.dumps({"source": str(args.path), "signatures": [asdict(e) for e in shown],
+                                         "skipped": skipped}, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown(shown, args.path))
+    return 0

@@ -1,0 +1,526 @@
+"""Branch coverage of an instrumented (``gcc --coverage``) compiler, per test, inside its worker.
+
+The worker process has the instrumented libraries loaded (e.g. ``libtvm.so`` built with
+``--coverage``, linked with ``-Wl,-u,__gcov_dump -Wl,-u,__gcov_reset`` so that both are exported).
+Per test :class:`GcovCollector` calls ``__gcov_dump`` (libgcov adds the in-memory counters into the
+``.gcda`` files under ``GCOV_PREFIX``, a private directory on tmpfs) and ``__gcov_reset`` (zeroes the
+in-memory counters), then reads which counters grew since the previous dump and turns them into
+branches taken (see :mod:`higen.coverage.gcov_data`). The ``.gcda`` files stay cumulative, so gcovr
+can total them at any time (:class:`GcovrSampler`).
+
+Cost per test: one dump (libgcov rewrites every ``.gcda`` of the loaded libraries, merging the
+counters into them), one read and byte comparison per file, one vectorized word comparison over the
+files whose counters moved (all at once), and a sparse product from counter deltas to branches.
+Each ``.gcno`` is parsed once per process, the first time its counters are read (cached on tmpfs as
+.npz so a restarted worker does not parse again). Measured figures: docs/coverage.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from higen.coverage.gcov_data import GcovFormatError, branches_of, counter_values, gcda_blocks, parse_gcno
+
+GCDA, GCNO = ".gcda", ".gcno"
+GCOVR_KEYS = ("branch_covered", "branch_total", "line_covered", "line_total")
+
+
+def branch_key(source: str, line: int, function: str, index: int) -> str:
+    """Feature name of one branch: gcovr's merge key (source relative to the source root)."""
+    return f"{source}:{line}:{function}:{index}"
+
+
+# -- libgcov entry points ----------------------------------------------------------------------------
+def instrumented_libraries(skip: set[str] | None = None) -> list[tuple[str, object, object]]:
+    """Loaded shared libraries of this process that export ``__gcov_dump`` and ``__gcov_reset``.
+
+    Each instrumented library carries its own copy of libgcov and dumps only its own objects, so
+    all of them are needed, including plugins loaded later (OpenVINO loads its CPU plugin on the
+    first compile). They are found in ``/proc/self/maps`` and opened again by path (``dlopen`` of a
+    loaded library returns the loaded one, RTLD_LOCAL or not). Paths in ``skip`` (already known,
+    instrumented or not) are not opened again. Returns (path, dump, reset) per library.
+    """
+    found, seen = [], set(skip or ())
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) < 6:
+            continue
+        path = parts[5].strip()
+        if path in seen or ".so" not in path:
+            continue
+        seen.add(path)
+        try:
+            library = ctypes.CDLL(path)
+            dump, reset = getattr(library, "__gcov_dump"), getattr(library, "__gcov_reset")
+        except (OSError, AttributeError):
+            found.append((path, None, None))
+            continue
+        found.append((path, dump, reset))
+    return found
+
+
+# -- per-object state ----------------------------------------------------------------------------------
+@dataclass
+class _Object:
+    """What is known about one .gcda/.gcno pair: its branch map and the counters last read."""
+
+    keys: np.ndarray  # branch -> feature name (str array)
+    indptr: np.ndarray  # counter -> its slice of rows/coef: branch count = sum(coef * counter)
+    rows: np.ndarray
+    coef: np.ndarray
+    counters: dict[int, tuple[int, int]]  # function ident -> (first counter, number of counters)
+    n_counters: int
+    counter_base: int = 0  # offsets of this object's counters and branches in the collector's arrays
+    branch_base: int = 0
+    data: bytes | None = None  # the .gcda as last read
+    counter_low: np.ndarray | None = None  # counter -> word position of its low half (-1: all-zero block)
+    word_to_low: np.ndarray | None = None  # word -> position of its counter's low half (-1: not a counter)
+    word_to_counter: np.ndarray | None = None  # word -> the collector's (global) counter index, or -1
+
+
+SUMMARY_END = 32  # header (4 words) + object summary record (4 words): changes at every dump
+
+
+class GcovCollector:
+    """Per-test branches taken in the instrumented libraries loaded in this process.
+
+    ``end`` returns the branches taken since ``begin`` that this process has not returned before
+    (the manager's union is the same as with every branch taken, and the pipe stays small).
+    """
+
+    def __init__(self, name: str, src_root: str, build_dir: str, prefix: str, reset: bool = False):
+        self.name = name
+        self.src_root = os.path.realpath(src_root)
+        self.build_dir = os.path.realpath(build_dir)
+        self.prefix = os.path.abspath(prefix)
+        self.reset_at_start = reset
+        os.makedirs(self.prefix, exist_ok=True)
+        # libgcov reads these at each dump; strip nothing, so a .gcda's path below the prefix is
+        # the absolute path of its .gcno without the extension.
+        os.environ["GCOV_PREFIX"] = self.prefix
+        os.environ["GCOV_PREFIX_STRIP"] = "0"
+        self.cache_dir = os.path.join(os.path.dirname(self.prefix), ".gcno-cache")
+        self.libraries: list[tuple[str, object, object]] = []
+        self._known: set[str] = set()  # mapped paths already looked at
+        self._files: list[str] | None = None  # .gcda files (walked again when libraries change)
+        self.objects: dict[str, _Object | None] = {}  # .gcda path -> state (None: unusable)
+        self.raw: dict[str, bytes] = {}  # .gcda contents left by earlier processes, not parsed yet
+        self.problems: list[str] = []
+        self.hit_last = 0
+        self._pending_start = True
+        # all objects' branch maps, concatenated (rebuilt when an object is added)
+        self._n_counters = 0
+        self._n_branches = 0
+        self._stale = False
+        self._indptr = np.zeros(1, dtype=np.int64)
+        self._rows = self._coef = np.zeros(0, dtype=np.int64)
+        self._keys = np.zeros(0, dtype=str)
+        self._reported = np.zeros(0, dtype=bool)
+
+    # -- protocol --------------------------------------------------------------------------------
+    def attach(self, backend=None) -> None:
+        """Find the instrumented libraries now (they are loaded once the backend exists)."""
+        self._attach()
+
+    def begin(self, context=None) -> None:
+        """Counters are zero here (reset after the previous dump); on the first call, whatever ran
+        before (imports, start-up) is dumped as *baseline*, or dropped with ``reset``."""
+
+    def take_baseline(self) -> set[str]:
+        """Dump what ran since the process started (or since the last collection) as a baseline."""
+        self._attach()
+        if self.reset_at_start and self._pending_start:
+            self._reset()
+            self._pending_start = False
+            return set()
+        self._pending_start = False
+        return self._collect()
+
+    def end(self, context=None) -> set[str]:
+        self._attach()
+        return self._collect()
+
+    # -- libraries and files -----------------------------------------------------------------------
+    def _attach(self) -> None:
+        if self.libraries:
+            return
+        self._refresh_libraries()
+        if not self.libraries:
+            raise RuntimeError("no loaded library exports __gcov_dump/__gcov_reset: is the instrumented build the "
+                               "one imported, and linked with -Wl,-u,__gcov_dump -Wl,-u,__gcov_reset?")
+        for path in self._gcda_files():  # what earlier processes left is the starting point
+            self.raw.setdefault(path, _read(path))
+        self._files = None  # walked again after the first dump
+
+    def _refresh_libraries(self) -> None:
+        """Pick up instrumented libraries loaded since the last look (plugins, lazy imports)."""
+        for path, dump, reset in instrumented_libraries(self._known):
+            self._known.add(path)
+            if dump is not None:
+                self.libraries.append((path, dump, reset))
+                self._files = None  # its objects will write new .gcda files
+
+    def _dump(self) -> None:
+        for _path, dump, _reset in self.libraries:
+            dump()
+
+    def _reset(self) -> None:
+        for _path, _dump, reset in self.libraries:
+            reset()
+
+    def _gcda_files(self) -> list[str]:
+        if self._files is None:
+            found = []
+            for directory, _dirs, files in os.walk(self.prefix):
+                found.extend(os.path.join(directory, f) for f in files if f.endswith(GCDA))
+            self._files = sorted(found)
+        return self._files
+
+    # -- one collection --------------------------------------------------------------------------------
+    def _collect(self) -> set[str]:
+        self._refresh_libraries()
+        self._dump()
+        self._reset()
+        moved_parts, amount_parts = [], []
+        batch: list[tuple[_Object, bytes, bytes]] = []  # same layout, some counters moved
+        for path in self._gcda_files():
+            try:
+                data = _read(path)
+            except OSError:
+                self._files = None
+                continue
+            obj = self.objects.get(path, False)
+            if obj is False:
+                obj = self.objects[path] = self._load_object(path)
+            if obj is None:
+                continue
+            old = obj.data
+            if old is not None and len(old) == len(data):
+                if data[SUMMARY_END:] != old[SUMMARY_END:]:
+                    batch.append((obj, data, old))
+                obj.data = data
+                continue
+            found = self._relayout(path, obj, data)
+            if found is not None:
+                moved_parts.append(found[0])
+                amount_parts.append(found[1])
+        if batch:
+            moved, amounts = self._batch_changes(batch)
+            moved_parts.append(moved)
+            amount_parts.append(amounts)
+        self.hit_last = 0
+        if not moved_parts:
+            return set()
+        if self._stale:
+            self._rebuild()
+        moved, amounts = np.concatenate(moved_parts), np.concatenate(amount_parts)
+        starts, stops = self._indptr[moved], self._indptr[moved + 1]
+        lengths = stops - starts
+        total = int(lengths.sum())
+        if not total:
+            return set()
+        flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        weights = (self._coef[flat] * np.repeat(amounts, lengths)).astype(np.float64)
+        rows = self._rows[flat]
+        if 8 * len(rows) > self._n_branches:  # dense: one pass over all branches beats sorting
+            taken = np.flatnonzero(np.bincount(rows, weights=weights, minlength=self._n_branches) > 0)
+        else:
+            branches, inverse = np.unique(rows, return_inverse=True)
+            taken = branches[np.bincount(inverse, weights=weights) > 0]
+        self.hit_last = len(taken)
+        fresh = taken[~self._reported[taken]]
+        self._reported[fresh] = True
+        return set(self._keys[fresh].tolist())
+
+    @staticmethod
+    def _batch_changes(batch: list[tuple[_Object, bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        """Counters that grew in files whose layout did not change, all files at once: compare the
+        concatenated words, map differing words to their counter's low word, subtract."""
+        new = np.frombuffer(b"".join(item[1] for item in batch), "<u4")
+        old = np.frombuffer(b"".join(item[2] for item in batch), "<u4")
+        to_low = np.concatenate([item[0].word_to_low for item in batch])
+        to_counter = np.concatenate([item[0].word_to_counter for item in batch])
+        sizes = np.array([len(item[1]) // 4 for item in batch], dtype=np.int64)
+        positions = np.flatnonzero(new != old)
+        local_low = to_low[positions]
+        keep = local_low >= 0
+        positions, local_low = positions[keep], local_low[keep]
+        offsets = np.cumsum(sizes) - sizes
+        file_of = np.searchsorted(np.cumsum(sizes), positions, side="right")
+        marked = np.zeros(len(new), dtype=bool)  # a counter's two words may both differ: once each
+        marked[local_low + offsets[file_of]] = True
+        low = np.flatnonzero(marked)
+        values = new[low].astype(np.uint64) | (new[low + 1].astype(np.uint64) << np.uint64(32))
+        before = old[low].astype(np.uint64) | (old[low + 1].astype(np.uint64) << np.uint64(32))
+        delta = np.where(values >= before, values - before, values).astype(np.int64)  # a reset file restarts
+        grew = delta > 0
+        return to_counter[low][grew].astype(np.int64), delta[grew]
+
+    def _relayout(self, path: str, obj: _Object, data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+        """A file read for the first time, or whose layout moved (a counter block that was all zero
+        now has a payload): compare all counters with their last values."""
+        try:
+            if obj.data is None:  # first read in this process: start from what earlier ones left
+                previous = self.raw.pop(path, None)
+                if previous is not None:
+                    self._layout(obj, previous)
+                    obj.data = previous
+            before = self._all_values(obj, obj.data) if obj.data is not None else np.zeros(obj.n_counters, np.uint64)
+            self._layout(obj, data)
+            values = self._all_values(obj, data)
+        except GcovFormatError as error:  # e.g. a dump cut short by a kill: start this file afresh
+            self.problems.append(f"{path}: {error}")
+            obj.data = None
+            return None
+        obj.data = data
+        changed = np.flatnonzero(values != before)
+        delta = np.where(values[changed] >= before[changed], values[changed] - before[changed],
+                         values[changed]).astype(np.int64)
+        grew = delta > 0
+        return changed[grew] + obj.counter_base, delta[grew]
+
+    def _layout(self, obj: _Object, data: bytes) -> None:
+        """Where each function's counters sit in this .gcda (all-zero blocks have no payload)."""
+        starts, firsts, counts = gcda_blocks(data, obj.counters)
+        low = np.full(obj.n_counters, -1, dtype=np.int64)
+        to_low = np.full(len(data) // 4, -1, dtype=np.int32)
+        to_counter = np.full(len(data) // 4, -1, dtype=np.int32)
+        if len(counts):
+            total = int(counts.sum())
+            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            counter = np.repeat(firsts, counts) + offsets
+            low[counter] = np.repeat(starts, counts) + 2 * offsets
+            for half in (0, 1):
+                to_low[low[counter] + half] = low[counter]
+                to_counter[low[counter] + half] = counter + obj.counter_base
+        obj.counter_low, obj.word_to_low, obj.word_to_counter = low, to_low, to_counter
+
+    @staticmethod
+    def _all_values(obj: _Object, data: bytes) -> np.ndarray:
+        values = np.zeros(obj.n_counters, dtype=np.uint64)
+        present = obj.counter_low >= 0
+        values[present] = counter_values(np.frombuffer(data, "<u4"), obj.counter_low[present])
+        return values
+
+    # -- branch maps -----------------------------------------------------------------------------------
+    def _load_object(self, gcda: str) -> _Object | None:
+        gcno = gcda[len(self.prefix):][: -len(GCDA)] + GCNO
+        if not os.path.isfile(gcno):
+            self.problems.append(f"{gcda}: no {gcno} (was the build moved?)")
+            return None
+        try:
+            arrays = self._branch_map(gcno)
+        except (GcovFormatError, OSError, ValueError) as error:
+            self.problems.append(f"{gcno}: {error}")
+            return None
+        idents = arrays["idents"].tolist()
+        firsts, counts = arrays["first"].tolist(), arrays["count"].tolist()
+        obj = _Object(keys=arrays["keys"], indptr=arrays["indptr"], rows=arrays["rows"], coef=arrays["coef"],
+                      counters={i: (f, c) for i, f, c in zip(idents, firsts, counts)}, n_counters=int(sum(counts)),
+                      counter_base=self._n_counters, branch_base=self._n_branches)
+        self._n_counters += obj.n_counters
+        self._n_branches += len(obj.keys)
+        self._stale = True
+        return obj
+
+    def _rebuild(self) -> None:
+        """Concatenate every object's branch map into one (global counter and branch indices)."""
+        objects = sorted((o for o in self.objects.values() if o is not None), key=lambda o: o.counter_base)
+        indptr, before = [np.zeros(1, dtype=np.int64)], 0
+        for obj in objects:
+            indptr.append(obj.indptr[1:] + before)
+            before += len(obj.rows)
+        self._indptr = np.concatenate(indptr)
+        self._rows = np.concatenate([o.rows + o.branch_base for o in objects] or [np.zeros(0, dtype=np.int64)])
+        self._coef = np.concatenate([o.coef for o in objects] or [np.zeros(0, dtype=np.int64)])
+        self._keys = np.concatenate([o.keys for o in objects] or [np.zeros(0, dtype=str)])
+        reported = np.zeros(self._n_branches, dtype=bool)
+        reported[: len(self._reported)] = self._reported
+        self._reported = reported
+        self._stale = False
+
+    def _branch_map(self, gcno: str) -> dict[str, np.ndarray]:
+        """The branch map of one object, from the tmpfs cache or by parsing the .gcno."""
+        stat = os.stat(gcno)
+        tag = hashlib.sha1(f"{gcno}|{stat.st_size}|{stat.st_mtime_ns}|{self.src_root}".encode()).hexdigest()[:20]
+        cached = os.path.join(self.cache_dir, tag + ".npz")
+        if os.path.exists(cached):
+            try:
+                with np.load(cached, allow_pickle=False) as archive:
+                    return {name: archive[name] for name in archive.files}
+            except (OSError, ValueError):
+                pass
+        arrays = build_branch_map(gcno, self.src_root)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".npz")
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(temporary, cached)
+        return arrays
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readall()
+
+
+def build_branch_map(gcno: str, src_root: str) -> dict[str, np.ndarray]:
+    """Arrays describing one object's branches below ``src_root`` (see :class:`_Object`)."""
+    root = os.path.realpath(src_root) + os.sep
+    notes = parse_gcno(gcno)
+    branches, counters = branches_of(notes, lambda source: source.startswith(root))
+    keys = np.array([branch_key(b.source[len(root):], b.line, b.function, b.index) for b in branches] or [""],
+                    dtype=str)[: len(branches)]
+    n_counters = sum(count for _, count in counters.values())
+    triples = [(counter, row, coef) for row, b in enumerate(branches) for counter, coef in b.terms.items()]
+    cols = np.array([t[0] for t in triples], dtype=np.int64)
+    order = np.argsort(cols, kind="stable")
+    rows = np.array([t[1] for t in triples], dtype=np.int64)[order]
+    coef = np.array([t[2] for t in triples], dtype=np.int64)[order]
+    indptr = np.zeros(n_counters + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cols, minlength=n_counters), out=indptr[1:])
+    idents = list(counters)
+    return {"keys": keys, "indptr": indptr, "rows": rows, "coef": coef,
+            "idents": np.array(idents, dtype=np.int64),
+            "first": np.array([counters[i][0] for i in idents], dtype=np.int64),
+            "count": np.array([counters[i][1] for i in idents], dtype=np.int64)}
+
+
+# -- gcovr totals (parent side) -------------------------------------------------------------------------
+@dataclass
+class GcovrResult:
+    step: int
+    time: float
+    totals: dict[str, int] | None  # branch_covered/branch_total/line_covered/line_total; None: failed
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class _Sample:
+    step: int
+    time: float
+    work: str  # private directory: data/ (the snapshot), summary.json, gcovr.log
+    copied: int
+    started: float = 0.0
+
+
+class GcovrSampler:
+    """Runs gcovr on snapshots of the cumulative .gcda files, in the background.
+
+    :meth:`request` copies the .gcda files (workers keep dumping into the originals) next to links
+    to their .gcno files; gcovr (``--json-summary``, niced) runs on the copy, one run at a time, with
+    at most one snapshot waiting behind it. A request finding both places taken is refused (that
+    sample stays empty). :meth:`poll` hands back finished results and starts the waiting one.
+    """
+
+    def __init__(self, label: str, src_root: str, data_dir: str, gcovr: str = "gcovr", gcov: str = "gcov",
+                 jobs: int = 1):
+        self.label = label
+        self.src_root = os.path.realpath(src_root)
+        self.data_dir = os.path.abspath(data_dir)
+        self.gcovr, self.gcov, self.jobs = gcovr, gcov, jobs
+        self.proc: subprocess.Popen | None = None
+        self.running: _Sample | None = None
+        self.queued: _Sample | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None
+
+    def request(self, step: int) -> bool:
+        """Snapshot now and run gcovr on it as soon as possible; False when refused."""
+        if self.running is not None and self.queued is not None:
+            return False
+        sample = self._snapshot(step)
+        if self.running is None:
+            self._launch(sample)
+        else:
+            self.queued = sample
+        return True
+
+    def _snapshot(self, step: int) -> _Sample:
+        work = tempfile.mkdtemp(prefix=f"higen-gcovr-{self.label}-", dir=os.path.dirname(self.data_dir))
+        snapshot = os.path.join(work, "data")
+        copied = 0
+        for directory, _dirs, files in os.walk(self.data_dir):
+            for name in files:
+                if not name.endswith(GCDA):
+                    continue
+                source = os.path.join(directory, name)
+                relative = os.path.relpath(source, self.data_dir)
+                target_dir = os.path.join(snapshot, os.path.dirname(relative))
+                os.makedirs(target_dir, exist_ok=True)
+                shutil.copyfile(source, os.path.join(target_dir, name))
+                # below the per-worker directory the path is the object's absolute path
+                worker_relative = relative.split(os.sep, 1)[1] if os.sep in relative else relative
+                gcno = os.sep + worker_relative[: -len(GCDA)] + GCNO
+                if os.path.exists(gcno):
+                    os.symlink(gcno, os.path.join(target_dir, name[: -len(GCDA)] + GCNO))
+                copied += 1
+        return _Sample(step, time.time(), work, copied)
+
+    def _launch(self, sample: _Sample) -> None:
+        sample.started = time.perf_counter()
+        self.running = sample
+        if not sample.copied:  # nothing dumped yet: the totals are unknown, not zero
+            self.proc = subprocess.Popen(["false"])
+            return
+        command = [self.gcovr, "--root", self.src_root, "--json-summary", os.path.join(sample.work, "summary.json"),
+                   "--gcov-executable", self.gcov, "-j", str(self.jobs), "--gcov-ignore-errors", "all",
+                   "--gcov-ignore-parse-errors", "all", os.path.join(sample.work, "data")]
+        with open(os.path.join(sample.work, "gcovr.log"), "wb") as log:
+            self.proc = subprocess.Popen(command, cwd=sample.work, stdout=log, stderr=log,
+                                         preexec_fn=lambda: os.nice(10))
+
+    def poll(self, wait: bool = False) -> GcovrResult | None:
+        """The oldest finished sample (totals None when gcovr failed), or None while none is."""
+        if self.running is None:
+            return None
+        if wait:
+            self.proc.wait()
+        elif self.proc.poll() is None:
+            return None
+        sample, code = self.running, self.proc.returncode
+        self.proc = self.running = None
+        if self.queued is not None:
+            self._launch(self.queued)
+            self.queued = None
+        seconds = time.perf_counter() - sample.started
+        try:
+            summary_path = Path(sample.work, "summary.json")
+            if code == 0 and summary_path.exists():
+                summary = json.loads(summary_path.read_text())
+                return GcovrResult(sample.step, sample.time, {k: int(summary[k]) for k in GCOVR_KEYS}, seconds)
+            log = Path(sample.work, "gcovr.log")
+            detail = log.read_text(errors="replace")[-2000:] if log.exists() else "no .gcda files yet"
+            return GcovrResult(sample.step, sample.time, None, seconds, f"gcovr exit status {code}: {detail}")
+        except (OSError, ValueError, KeyError) as error:
+            return GcovrResult(sample.step, sample.time, None, seconds, f"gcovr summary unreadable: {error}")
+        finally:
+            shutil.rmtree(sample.work, ignore_errors=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        for sample in (self.running, self.queued):
+            if sample is not None:
+                shutil.rmtree(sample.work, ignore_errors=True)
+        self.proc = self.running = self.queued = None

@@ -1,0 +1,62 @@
+"""Low-level environment: one step = one test, the action = a vector decoded into a GenConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
+
+from higen.envs.decoder import DIMENSIONS, describe_config
+from higen.envs.state import RATE_NAMES, FuzzState
+
+LOW_OBS_SIZE = len(DIMENSIONS) + len(RATE_NAMES) + 2
+
+#: Fuzzing is not deterministic in Gymnasium's sense: the run remembers the tokens and signatures
+#: it has seen (a repeated test earns less), and timeouts depend on the machine's load.
+LOW_SPEC = EnvSpec("HiGen/CompilerFuzz-v0", nondeterministic=True)
+
+
+class EpisodeEnv(gym.Env):
+    """What both levels share: a step counter per episode and an observation of the run's state."""
+
+    metadata = {"render_modes": []}
+    steps = 0
+
+    def observation(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return self.observation(), {}
+
+
+class CompilerFuzzEnv(EpisodeEnv):
+    """Action ``Box(-1, 1, (k,))``: decoded by the state's ActionDecoder, free dimensions only.
+
+    Observation (all in [0, 1]): the free-dimension mask, moving-window rates of validity, findings,
+    new signatures, token novelty and coverage growth, progress within the big epoch, campaign
+    progress. An episode is one big epoch: it is truncated after ``state.small_epochs`` tests (or when
+    the run's budget is spent). The test seed comes from this env's seeded ``np_random``.
+    """
+
+    def __init__(self, state: FuzzState):
+        self.state = state
+        self.spec = LOW_SPEC
+        self.action_space = spaces.Box(-1.0, 1.0, (state.decoder.size,), dtype=np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, (LOW_OBS_SIZE,), dtype=np.float32)
+
+    def observation(self) -> np.ndarray:
+        return self.state.low_observation()
+
+    def step(self, action):
+        seed = int(self.np_random.integers(0, 2**31 - 1))
+        result, terms = self.state.run_test(np.asarray(action), seed)
+        self.steps += 1
+        truncated = self.steps >= self.state.small_epochs or self.state.exhausted()
+        info = {"verdict": str(result.verdict), "new_signatures": list(result.new_signatures),
+                "reward_terms": terms.as_dict(), "config": describe_config(result.config)}
+        return self.observation(), terms.total, False, truncated, info

@@ -1,0 +1,199 @@
+"""The run-level memory both environments share: the engine, the decoder, the reward weights, the
+tokens and signatures seen so far, moving-window rates, budgets and counters.
+
+It outlives episodes (a low-level episode is one big epoch; a high-level one is the campaign), and
+is saved as JSON in every checkpoint (``to_json`` / ``restore``), so a resumed run keeps its
+novelty memory and counters. The bug-signature index is the engine's BugStore, already on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from higen.engine import Engine, TestResult
+from higen.envs.decoder import DIMENSIONS, ActionDecoder, describe_config, free_names
+from higen.rewards import RewardConfig, Terms, coverage_gain, high_level_terms, low_level_terms, unseen_tokens
+
+#: validity, finding rate, new-signature rate, token novelty, coverage growth
+RATE_NAMES = ("validity", "findings", "new_signatures", "novelty", "coverage")
+EMA = 0.3  # weight of the newest epoch in the per-dimension statistics
+
+
+@dataclass
+class TestRecord:
+    valid: bool
+    findings: int
+    new: int
+    unseen: int
+    n_tokens: int
+    coverage: float
+    reward: float
+
+
+def rates(records: list[TestRecord]) -> np.ndarray:
+    """The five rates over ``records``, each in [0, 1] (zeros when there is none)."""
+    if not records:
+        return np.zeros(len(RATE_NAMES), dtype=np.float32)
+    n = len(records)
+    return np.array([
+        sum(r.valid for r in records) / n,
+        sum(r.findings > 0 for r in records) / n,
+        sum(r.new > 0 for r in records) / n,
+        sum(r.unseen / max(1, r.n_tokens) for r in records) / n,
+        sum(r.coverage / (1.0 + r.coverage) for r in records) / n,
+    ], dtype=np.float32)
+
+
+def engine_coverage_gain(result: TestResult) -> float:
+    return coverage_gain(getattr(result, "coverage_new", None) or {})
+
+
+@dataclass
+class Budget:
+    big_epochs: int
+    max_tests: int | None = None
+    max_seconds: float | None = None
+
+
+class FuzzState:
+    def __init__(self, engine: Engine, decoder: ActionDecoder, rewards: RewardConfig, small_epochs: int,
+                 budget: Budget, window: int = 32,
+                 gain_of: Callable[[TestResult], float] | None = None):
+        self.engine = engine
+        self.decoder = decoder
+        self.rewards = rewards
+        self.small_epochs = small_epochs
+        self.budget = budget
+        #: a test's coverage gain: by default from the engine's coverage collectors (0 when none is on)
+        self.gain_of = gain_of or engine_coverage_gain
+        self.on_test: Callable[[TestResult, Terms], None] | None = None
+        #: work to do while the generator builds the test (the trainer's SAC update)
+        self.while_generating: Callable[[], None] | None = None
+        self.free = np.zeros(len(DIMENSIONS), dtype=np.int8)
+        self.tokens: Counter[str] = Counter()
+        self.window: deque[TestRecord] = deque(maxlen=window)
+        self.epoch: list[TestRecord] = []
+        self.epoch_results: list[TestResult] = []
+        self.epoch_started = time.perf_counter()
+        self.tests = 0
+        self.big_epochs = 0
+        self.mask_counts: Counter[str] = Counter()
+        self.dim_validity = np.full(len(DIMENSIONS), 0.5, dtype=np.float32)
+        self.dim_novelty = np.zeros(len(DIMENSIONS), dtype=np.float32)
+        self.last_mask = np.zeros(len(DIMENSIONS), dtype=np.int8)
+        self.last_rates = np.zeros(len(RATE_NAMES), dtype=np.float32)
+        self.began = time.perf_counter()
+
+    # -- budget --------------------------------------------------------------------------------
+    def progress(self) -> float:
+        """Share of the budget used, in [0, 1] (the largest of tests, big epochs and seconds)."""
+        shares = [self.big_epochs / max(1, self.budget.big_epochs)]
+        if self.budget.max_tests:
+            shares.append(self.tests / self.budget.max_tests)
+        if self.budget.max_seconds:
+            shares.append((time.perf_counter() - self.began) / self.budget.max_seconds)
+        return float(min(1.0, max(shares)))
+
+    def exhausted(self) -> bool:
+        """No test may start: the test or time budget is spent (big epochs are counted by callers)."""
+        if self.budget.max_tests and self.tests >= self.budget.max_tests:
+            return True
+        return bool(self.budget.max_seconds and time.perf_counter() - self.began >= self.budget.max_seconds)
+
+    # -- one test ------------------------------------------------------------------------------
+    def run_test(self, action: np.ndarray, seed: int) -> tuple[TestResult, Terms]:
+        config = self.decoder.decode(action, self.free, seed)
+        self.engine.submit(config)  # generation runs in its worker process ...
+        if self.while_generating is not None:
+            self.while_generating()  # ... while this process does something useful
+        result = self.engine.finish()
+        tokens = set(result.tokens)
+        unseen = unseen_tokens(tokens, self.tokens)
+        self.tokens.update(tokens)
+        gain = float(self.gain_of(result) or 0.0)
+        terms = low_level_terms(new_signatures=len(result.new_signatures), findings=len(result.findings),
+                                valid=result.valid, unseen=unseen, coverage_gain=gain,
+                                seconds=result.timings.get("gen_s", 0.0) + result.timings.get("exec_s", 0.0),
+                                weights=self.rewards.low)
+        record = TestRecord(result.valid, len(result.findings), len(result.new_signatures), unseen, len(tokens),
+                            gain, terms.total)
+        self.window.append(record)
+        self.epoch.append(record)
+        self.epoch_results.append(result)
+        self.tests += 1
+        if self.on_test is not None:
+            self.on_test(result, terms)
+        return result, terms
+
+    def low_observation(self) -> np.ndarray:
+        """Free-dimension mask, window rates, progress within the big epoch, campaign progress."""
+        return np.concatenate([self.free.astype(np.float32), rates(list(self.window)),
+                               np.array([min(1.0, len(self.epoch) / self.small_epochs), self.progress()],
+                                        dtype=np.float32)]).astype(np.float32)
+
+    # -- one big epoch -------------------------------------------------------------------------
+    def begin_epoch(self, mask: np.ndarray) -> None:
+        self.free = np.asarray(mask, dtype=np.int8).reshape(len(DIMENSIONS)).clip(0, 1)
+        self.epoch, self.epoch_results = [], []
+        self.epoch_started = time.perf_counter()
+
+    def end_epoch(self) -> tuple[Terms, dict[str, Any]]:
+        """Close the big epoch: its high-level reward terms and the summary that is logged."""
+        records, results = self.epoch, self.epoch_results
+        n = len(records)
+        wall = max(time.perf_counter() - self.epoch_started, 1e-9)
+        key = "".join(str(int(b)) for b in self.free)
+        validity = sum(r.valid for r in records) / n if n else 0.0
+        terms = high_level_terms(new_signatures=sum(r.new for r in records), validity_ratio=validity,
+                                 coverage_growth=sum(r.coverage for r in records),
+                                 new_tokens=sum(r.unseen for r in records),
+                                 times_tried_before=self.mask_counts[key], tests_per_s=n / wall,
+                                 weights=self.rewards.high)
+        self.mask_counts[key] += 1
+        epoch_rates = rates(records)
+        for index in np.flatnonzero(self.free):
+            self.dim_validity[index] = (1 - EMA) * self.dim_validity[index] + EMA * epoch_rates[0]
+            self.dim_novelty[index] = (1 - EMA) * self.dim_novelty[index] + EMA * epoch_rates[3]
+        self.last_mask, self.last_rates = self.free.copy(), epoch_rates
+        summary = {
+            "epoch": self.big_epochs, "free": list(free_names(self.free)), "tests": n,
+            "verdicts": dict(Counter(str(r.verdict) for r in results)), "validity": validity,
+            "findings": sum(r.findings for r in records), "new_signatures": sum(r.new for r in records),
+            "new_tokens": sum(r.unseen for r in records), "unique_tokens": len(self.tokens),
+            "tests_per_s": n / wall, "high_reward": terms.as_dict(),
+            "low_reward_mean": sum(r.reward for r in records) / n if n else 0.0,
+            "configs": [describe_config(r.config) for r in results],
+        }
+        self.big_epochs += 1
+        return terms, summary
+
+    def high_observation(self) -> np.ndarray:
+        """Last free mask, last epoch's rates, per-dimension validity and novelty (EMA over the epochs
+        in which each dimension was free), campaign progress."""
+        return np.concatenate([self.last_mask.astype(np.float32), self.last_rates, self.dim_validity,
+                               self.dim_novelty, np.array([self.progress()], dtype=np.float32)]).astype(np.float32)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"tests": self.tests, "big_epochs": self.big_epochs, "tokens": dict(self.tokens),
+                "window": [asdict(r) for r in self.window], "mask_counts": dict(self.mask_counts),
+                "dim_validity": self.dim_validity.tolist(), "dim_novelty": self.dim_novelty.tolist(),
+                "last_mask": self.last_mask.tolist(), "last_rates": self.last_rates.tolist(),
+                "elapsed_s": time.perf_counter() - self.began}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a checkpoint (a partly run big epoch is dropped: its tests stay counted)."""
+        self.tests, self.big_epochs = int(data["tests"]), int(data["big_epochs"])
+        self.tokens = Counter(data["tokens"])
+        self.window = deque((TestRecord(**r) for r in data["window"]), maxlen=self.window.maxlen)
+        self.mask_counts = Counter(data["mask_counts"])
+        self.dim_validity = np.array(data["dim_validity"], dtype=np.float32)
+        self.dim_novelty = np.array(data["dim_novelty"], dtype=np.float32)
+        self.last_mask = np.array(data["last_mask"], dtype=np.int8)
+        self.last_rates = np.array(data["last_rates"], dtype=np.float32)
+        self.began = time.perf_counter() - float(data.get("elapsed_s", 0.0))
