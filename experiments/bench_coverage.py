@@ -170,7 +170,7 @@ def bench_wheels(models: list[dict], work: Path, families: list[str]) -> list[di
 
 
 def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
-    from higen.coverage.gcov import GcovrSampler
+    from higen.coverage.gcovr import GcovrSampler
     from higen.coverage.native import build_library, synthetic_sources
 
     began = time.perf_counter()

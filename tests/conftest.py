@@ -23,6 +23,17 @@ def support_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    """A real NNSmith generator worker, shared by a test module."""
+    from higen.generation.client import Generator
+
+    gen = Generator(tmp_path_factory.mktemp("generator"))
+    gen.start()
+    yield gen
+    gen.close()
+
+
 def make_model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=ORT_IR_VERSION)

@@ -12,18 +12,9 @@ import pytest
 
 from higen.backends.base import Target
 from higen.backends.pool import BackendPool
-from higen.generation.client import Generator
 from higen.generation.config import METHODS, ConfigError, GenConfig
 from higen.support import cache_dir, learn_support
 from higen.tensors import load_tensors
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-    gen = Generator(tmp_path_factory.mktemp("gen-logs"))
-    gen.start()
-    yield gen
-    gen.close()
 
 
 @pytest.mark.parametrize("method", METHODS)

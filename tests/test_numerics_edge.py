@@ -8,7 +8,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from higen.generation.client import Generator
 from higen.generation.config import ConfigError, GenConfig
 from higen.main import UserError
 from higen.numerics.edge import FLOAT_CLASSES, INT_CLASSES, classes_present, edge_inputs, edge_tensor, edge_values
@@ -78,14 +77,6 @@ def test_exec_inputs_for_an_onnx_model(tmp_path):
         exec_inputs(model, "gradient", seed=1)
     with pytest.raises(UserError, match="no such file"):
         exec_inputs(model, tmp_path / "missing.npz", seed=1)
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-    gen = Generator(tmp_path_factory.mktemp("edge-gen"))
-    gen.start()
-    yield gen
-    gen.close()
 
 
 def test_campaign_generator_feeds_edge_values_and_recomputes_the_reference(generator, tmp_path):

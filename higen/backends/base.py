@@ -46,6 +46,13 @@ class Target:
     def __str__(self) -> str:
         return self.name
 
+    def check(self, title: str, devices, levels) -> None:
+        """Refuse a device or optimization level the runtime does not have, naming the valid ones."""
+        if self.device not in devices:
+            raise ValueError(f"{title} device must be one of {sorted(devices)}, not {self.device!r}")
+        if self.opt not in levels:
+            raise ValueError(f"{title} optimization level must be one of {sorted(levels)}, not {self.opt!r}")
+
 
 class Backend(Protocol):
     """One runtime serving one target inside a worker process."""

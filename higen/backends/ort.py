@@ -16,10 +16,7 @@ UNSUPPORTED_MARKERS = ("Could not find an implementation", "NOT_IMPLEMENTED", "T
 
 class OrtBackend:
     def __init__(self, target: Target, disabled_optimizers: list[str] | None = None):
-        if target.device not in PROVIDERS:
-            raise ValueError(f"ONNX Runtime device must be one of {sorted(PROVIDERS)}, not {target.device!r}")
-        if target.opt not in LEVELS:
-            raise ValueError(f"ONNX Runtime optimization level must be O0 or O3, not {target.opt!r}")
+        target.check("ONNX Runtime", PROVIDERS, LEVELS)
         self.target = target
         self.provider = PROVIDERS[target.device]
         if self.provider not in ort.get_available_providers():

@@ -13,11 +13,32 @@ import time
 import traceback
 from typing import Any
 
-from higen.backends.base import Target, Unsupported
+from higen.backends.base import Backend, Target, Unsupported
 from higen.backends.registry import create_backend
 from higen.coverage.worker import from_env as worker_coverage
 from higen.tensors import load_tensors, save_tensors
 from higen.workers import serve
+
+
+def execute(backend: Backend, request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Compile, run and save the outputs of one request; returns the reply and the compiled model
+    (None when compilation failed). Exceptions become ``unsupported`` or ``error`` replies."""
+    stage, timings, compiled = "compile", {"compile_s": 0.0, "run_s": 0.0}, None
+    started = time.perf_counter()
+    try:
+        compiled = backend.compile(request["model"])
+        timings["compile_s"], stage = time.perf_counter() - started, "run"
+        inputs = load_tensors(request["inputs"])
+        started = time.perf_counter()
+        outputs = backend.run(compiled, inputs)
+        timings["run_s"] = time.perf_counter() - started
+        save_tensors(request["outputs"], outputs)
+        return {"status": "ok", "stage": stage, **timings}, compiled
+    except Exception as exc:
+        unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
+        return {"status": "unsupported" if unsupported else "error", "stage": stage,
+                "error_type": type(exc).__name__, "message": str(exc),
+                "traceback": traceback.format_exc(limit=8), **timings}, compiled
 
 
 def make_handler(target_text: str):
@@ -29,30 +50,7 @@ def make_handler(target_text: str):
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         if coverage is not None:
             coverage.begin(request)
-        stage = "compile"
-        started = time.perf_counter()
-        timings = {"compile_s": 0.0, "run_s": 0.0}
-        compiled = None
-        try:
-            compiled = backend.compile(request["model"])
-            timings["compile_s"] = time.perf_counter() - started
-            stage = "run"
-            inputs = load_tensors(request["inputs"])
-            started = time.perf_counter()
-            outputs = backend.run(compiled, inputs)
-            timings["run_s"] = time.perf_counter() - started
-            save_tensors(request["outputs"], outputs)
-            reply = {"status": "ok", "stage": stage, **timings}
-        except Exception as exc:
-            unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
-            reply = {
-                "status": "unsupported" if unsupported else "error",
-                "stage": stage,
-                "error_type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(limit=8),
-                **timings,
-            }
+        reply, compiled = execute(backend, request)
         if coverage is not None and (payload := coverage.end(request, compiled)) is not None:
             reply["coverage"] = payload
         return reply

@@ -58,10 +58,7 @@ class TvmBackend:
     pass such as LegalizeOps then makes the build fail. ``instruments`` watch the passes that run."""
 
     def __init__(self, target: Target, disabled_passes: Sequence[str] = (), instruments: Sequence[Any] = ()):
-        if target.device not in DEVICES:
-            raise ValueError(f"TVM device must be one of {DEVICES}, not {target.device!r}")
-        if target.opt not in LEVELS:
-            raise ValueError(f"TVM optimization level must be O0 or O3, not {target.opt!r}")
+        target.check("TVM", DEVICES, LEVELS)
         self.target = target
         self.opt_level = LEVELS[target.opt]
         self.disabled_passes, self.instruments = list(disabled_passes), list(instruments)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from higen.coverage.gcov import GcovrResult, GcovrSampler
+from higen.coverage.gcovr import GcovrResult, GcovrSampler
 from higen.coverage.worker import ENV
 
 STRUCTURE = "structure"

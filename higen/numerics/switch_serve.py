@@ -15,37 +15,15 @@ import os
 import re
 import sys
 import tempfile
-import time
-import traceback
 from typing import Any
 
-from higen.backends.base import Target, Unsupported
+from higen.backends.base import Target
+from higen.backends.serve import execute
 from higen.backends.registry import require_installed
 from higen.numerics.passes import ORT_RULES, OV_SWITCHES, PIPELINE_WRAPPERS
-from higen.tensors import load_tensors, save_tensors
 from higen.workers import serve
 
 ORT_TRANSFORMER_LINE = re.compile(r"GraphTransformer (\S+) modified: (\d+)")
-
-
-def execute(backend, request: dict[str, Any]) -> dict[str, Any]:
-    """Compile, run and save outputs; the reply of :mod:`higen.backends.serve`."""
-    stage, timings = "compile", {"compile_s": 0.0, "run_s": 0.0}
-    started = time.perf_counter()
-    try:
-        compiled = backend.compile(request["model"])
-        timings["compile_s"], stage = time.perf_counter() - started, "run"
-        inputs = load_tensors(request["inputs"])
-        started = time.perf_counter()
-        outputs = backend.run(compiled, inputs)
-        timings["run_s"] = time.perf_counter() - started
-        save_tensors(request["outputs"], outputs)
-        return {"status": "ok", "stage": stage, **timings}
-    except Exception as exc:
-        unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
-        return {"status": "unsupported" if unsupported else "error", "stage": stage,
-                "error_type": type(exc).__name__, "message": str(exc),
-                "traceback": traceback.format_exc(limit=8), **timings}
 
 
 def _stderr_of(action) -> str:
@@ -119,7 +97,7 @@ def make_handler(target_text: str):
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("op") == "switches":
             return {"status": "ok", **switches(target, module, request["model"])}
-        return execute(backend_for(request.get("options") or {}), request)
+        return execute(backend_for(request.get("options") or {}), request)[0]
 
     return handle, backends["{}"].describe()
 
