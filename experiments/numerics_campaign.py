@@ -17,7 +17,7 @@ The engine hook is wired here by subclassing the engine; ``higen`` itself wires 
 from __future__ import annotations
 
 import argparse
-import time
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -27,29 +27,9 @@ from higen.engine import Engine, EngineSettings
 from higen.generation.config import GenConfig
 from higen.modes import diff_plan
 from higen.numerics.report import build_summary, write_report
-from higen.numerics.stats import NumericsRecorder
+from higen.campaign import make_progress, run_campaign
 from higen.run_dir import RunLog, create_run_dir
 from higen.strategies import RandomStrategy
-
-
-class NumericsEngine(Engine):
-    """The engine with the numerics hook after each judged test."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.numerics = NumericsRecorder(self.run_dir)
-
-    def _execute(self, index, generated):
-        result = super()._execute(index, generated)
-        if generated.valid:  # the test's folder still exists here (finish removes it afterwards)
-            began = time.perf_counter()
-            self.numerics.record(self.pool, index, generated.test, result.outcomes)
-            result.timings["numerics_s"] = time.perf_counter() - began
-        return result
-
-    def close(self) -> None:
-        self.numerics.close()
-        super().close()
 
 
 def main() -> int:
@@ -68,37 +48,30 @@ def main() -> int:
     run_dir = create_run_dir(args.run_root)
     base = GenConfig(max_nodes=args.max_nodes, inputs="edge", vulnerable_ops=not args.no_vulnerable)
     log = RunLog(run_dir / "training.log")
-    with NumericsEngine(EngineSettings(plan=plan), run_dir, console) as engine:
+    settings = EngineSettings(plan=plan, numerics=True)  # per-op events of every test to numerics.jsonl
+    with Engine(settings, run_dir, console) as engine, make_progress(console) as progress:
         versions = engine.start()
         log.write("start", argv=vars(args), seed=args.seed, plan=[t.name for t in plan.targets], versions=versions)
         strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base)
         console.print(f"numerics campaign in {run_dir}: {', '.join(t.name for t in plan.targets)}, "
                       f"{args.minutes:g} min, edge inputs")
-        began = time.monotonic()
-        deadline = began + 60 * args.minutes
-        engine.submit(strategy.propose())
-        timings: Counter = Counter()
-        while True:
-            last = time.monotonic() >= deadline
-            result = engine.finish(prefetch=None if last else strategy.propose())
-            log.write("test", **result.to_json())
-            timings.update(result.timings)
-            if result.case:
-                console.print(f"finding {result.verdict} -> bug_cases/{result.case}")
-            if last:
-                break
-        wall = time.monotonic() - began
-        verdicts = dict(engine.verdicts)
-        log.write("end", tests=engine.tests_done, wall_s=wall, verdicts=verdicts,
-                  unique_signatures=len(engine.signatures))
+        result = run_campaign(engine, strategy, 10**9, 20, log, progress, max_seconds=60 * args.minutes)
+    log.write("end", tests=result.tests, wall_s=result.wall_s, verdicts=dict(result.verdicts),
+              unique_signatures=result.unique_signatures)
     log.close()
+    wall, verdicts = result.wall_s, dict(result.verdicts)
+    timings: Counter = Counter()
+    for line in (run_dir / "training.log").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "test":
+            timings.update(event["timings"])
     summary = build_summary(run_dir)
-    tests = engine.tests_done
+    tests = result.tests
     context = {
         "Campaign": f"{tests} tests in {wall / 60:.1f} min ({tests / wall:.2f}/s), edge inputs, diff mode on "
                     f"{', '.join(t.name for t in plan.targets)}, seed {args.seed}, max nodes {args.max_nodes}",
         "Verdicts": ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())),
-        "Unique findings": f"{len(engine.signatures)} signatures, bug cases in `{run_dir / 'bug_cases'}`",
+        "Unique findings": f"{result.unique_signatures} signatures, bug cases in `{run_dir / 'bug_cases'}`",
         "Time per test": f"numerics re-run {timings['numerics_s'] / max(tests, 1):.2f} s, "
                          f"campaign execution {timings['exec_s'] / max(tests, 1):.2f} s",
     }
