@@ -64,11 +64,17 @@ def run_campaign(engine: Engine, strategy: Strategy, total_tests: int, small_epo
     task = progress.add_task("fuzzing", total=total_tests, stats="")
     epoch: list[TestResult] = []
     tokens: set[str] = set()
+    depth = max(1, engine.depth)  # tests in flight: 1, or a few per pipeline (higen.scale)
     try:
-        engine.submit(strategy.propose())
+        submitted = 0
+        while submitted < min(depth, total_tests):
+            engine.submit(strategy.propose())
+            submitted += 1
         for done in range(1, total_tests + 1):
-            last = done == total_tests or bool(max_seconds and time.perf_counter() - began >= max_seconds)
-            result = engine.finish(prefetch=None if last else strategy.propose())
+            more = submitted < total_tests and not (max_seconds and time.perf_counter() - began >= max_seconds)
+            result = engine.finish(prefetch=strategy.propose() if more else None)
+            submitted += more
+            last = done == submitted
             report_test(result, summary, log, progress)
             tokens.update(result.tokens)
             epoch.append(result)

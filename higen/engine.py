@@ -28,6 +28,7 @@ from higen.numerics.stats import NumericsRecorder
 from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
 from higen.support import learn_support
 from higen.tensors import load_tensors, scratch_dir
+from higen.testcase import TestCase
 from higen.workers import WorkerStartError
 
 
@@ -73,6 +74,10 @@ class TestResult:
 
 
 class Engine:
+    #: generator + backend worker sets, and tests a campaign keeps in flight (more in higen.scale)
+    workers = 1
+    depth = 1
+
     def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None):
         self.settings = settings
         self.run_dir = Path(run_dir)
@@ -95,34 +100,19 @@ class Engine:
     def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Start every worker in parallel, drop absent optional (GPU) targets with a plain warning,
         then learn what the targets support. Raises WorkerStartError for a required target."""
-        self.generator.launch()
-        for worker in self.pool.workers.values():
-            worker.launch()
-        for name, worker in list(self.pool.workers.items()):
-            try:
-                worker.wait_ready()
-            except WorkerStartError as error:
-                if name not in self.settings.plan.optional:
-                    self.close()
-                    raise
-                self.console.print(f"[yellow]skipping {name}: {error}[/yellow]")
-                self._drop_target(name)
-        self.generator.wait_ready()
+        launch_workers(self.generator, self.pool)
+        try:
+            self.settings.plan = wait_workers(self.generator, self.pool, self.settings.plan, self.console)
+        except WorkerStartError:
+            self.close()
+            raise
         if self.settings.learn_support:
             learn_support(self.generator, self.pool, self.run_dir, support_progress)
         self.coverage.enable(self.pool)
         return self.versions()
 
-    def _drop_target(self, name: str) -> None:
-        self.pool.workers.pop(name).stop()
-        self.pool.targets = [t for t in self.pool.targets if t.name != name]
-        self.settings.plan = self.settings.plan.without(name)
-
     def versions(self) -> dict[str, Any]:
-        info = self.generator.info
-        return {"higen": __version__, "nnsmith": info.get("nnsmith_version"), "torch": info.get("torch_version"),
-                "targets": {name: {k: v for k, v in i.items() if k != "ready"}
-                            for name, i in self.pool.describe().items()}}
+        return worker_versions(self.generator, self.pool)
 
     def close(self) -> None:
         self.generator.close()
@@ -157,48 +147,107 @@ class Engine:
         if prefetch is not None:
             self.submit(prefetch)
         try:
-            result = self._execute(index, generated)
+            executed = execute(self.pool, self.settings, generated.test) if generated.valid else None
+            result = self._conclude(index, generated, executed)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         result.timings["gen_s"] = generated.gen_s
         result.timings["gen_wait_s"] = waited
-        self.tests_done += 1
-        self.verdicts[str(result.verdict)] += 1
-        self.signatures.update(f.signature for f in result.findings)
+        self._count(result)
         return result
 
     def run_one(self, config: GenConfig) -> TestResult:
         self.submit(config)
         return self.finish()
 
-    def _execute(self, index: int, generated: GenResult) -> TestResult:
-        if not generated.valid:
+    def _count(self, result: TestResult) -> None:
+        self.tests_done += 1
+        self.verdicts[str(result.verdict)] += 1
+        self.signatures.update(f.signature for f in result.findings)
+
+    def case_context(self, versions: dict[str, Any] | None = None, plan: Plan | None = None) -> dict[str, Any]:
+        """What a saved case records about the run (versions of the workers that ran it, the oracle)."""
+        plan = plan or self.settings.plan
+        return {"versions": versions or self.versions(), "mode": plan.mode,
+                "oracle": {"pairs": plan.pairs, "nan_policy": self.settings.nan_policy,
+                           "tolerances": {k: vars(v) for k, v in self.settings.tolerances.items()}}}
+
+    def _conclude(self, index: int, generated: GenResult, executed: Executed | None,
+                  context: dict[str, Any] | None = None) -> TestResult:
+        """This process's part of a test (a pipeline did the rest): coverage, numerics, the bug store."""
+        if executed is None:
             return TestResult(index, generated.config, Verdict.INVALID, reason=generated.reason,
                               coverage_new=self.coverage.observe(index, []))
-        test = generated.test
+        test, judgement, outcomes = generated.test, executed.judgement, executed.outcomes
         began = time.perf_counter()
-        outcomes = self.pool.run(test.model_path, test.inputs_path, test.directory)
-        executed = time.perf_counter()
         coverage_new = self.coverage.observe(index, test.tokens, outcomes)
         covered = time.perf_counter()
-        outputs = {REFERENCE: load_tensors(test.reference_path)}
-        outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
-        judgement: Judgement = judge(outcomes, outputs, self.settings.plan.pairs, test.producers,
-                                     self.settings.tolerances, self.pool.internal_precision(),
-                                     self.settings.nan_policy)
-        judged = time.perf_counter()
         if self.numerics:
             self.numerics.record(self.pool, index, test, outcomes)
         recorded = time.perf_counter()
         new, case = [], None
         if judgement.findings:
-            new, case = self.store.record(test, judgement, outcomes, {
-                "versions": self.versions(), "mode": self.settings.plan.mode,
-                "oracle": {"pairs": self.settings.plan.pairs, "nan_policy": self.settings.nan_policy,
-                           "tolerances": {k: vars(v) for k, v in self.settings.tolerances.items()}}})
-        timings = {"exec_s": executed - began, "coverage_s": covered - executed, "judge_s": judged - covered,
-                   "numerics_s": recorded - judged, "store_s": time.perf_counter() - recorded}
+            new, case = self.store.record(test, judgement, outcomes, context or self.case_context())
+        timings = {"exec_s": executed.timings["exec_s"], "coverage_s": covered - began,
+                   "judge_s": executed.timings["judge_s"], "numerics_s": recorded - covered,
+                   "store_s": time.perf_counter() - recorded}
         timings.update({f"{name}_s": o.compile_s + o.run_s for name, o in outcomes.items()})
         return TestResult(index, test.config, judgement.verdict, findings=judgement.findings, new_signatures=new,
                           case=case, outcomes=outcomes, tokens=test.tokens, n_nodes=test.n_nodes, timings=timings,
                           coverage_new=coverage_new)
+
+
+@dataclass
+class Executed:
+    """A generated test run on every target and judged: the part of a test that a pipeline does
+    (here the engine's own workers; several pipelines in ``higen.scale``)."""
+
+    outcomes: dict[str, Outcome]
+    judgement: Judgement
+    timings: dict[str, float]  # exec_s, judge_s
+
+
+def execute(pool: BackendPool, settings: EngineSettings, test: TestCase) -> Executed:
+    """Run ``test`` on every target of ``pool`` and judge the outcomes against the reference."""
+    began = time.perf_counter()
+    outcomes = pool.run(test.model_path, test.inputs_path, test.directory)
+    executed = time.perf_counter()
+    outputs = {REFERENCE: load_tensors(test.reference_path)}
+    outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
+    judgement = judge(outcomes, outputs, settings.plan.pairs, test.producers, settings.tolerances,
+                      pool.internal_precision(), settings.nan_policy)
+    return Executed(outcomes, judgement, {"exec_s": executed - began, "judge_s": time.perf_counter() - executed})
+
+
+def worker_versions(generator: Generator, pool: BackendPool) -> dict[str, Any]:
+    """HiGen's, NNSmith's, PyTorch's and every target's version, as the started workers report them."""
+    info = generator.info
+    return {"higen": __version__, "nnsmith": info.get("nnsmith_version"), "torch": info.get("torch_version"),
+            "targets": {name: {k: v for k, v in i.items() if k != "ready"} for name, i in pool.describe().items()}}
+
+
+def launch_workers(generator: Generator, pool: BackendPool) -> None:
+    """Start a generator and its backend workers without waiting (their imports overlap)."""
+    generator.launch()
+    for worker in pool.workers.values():
+        worker.launch()
+
+
+def wait_workers(generator: Generator, pool: BackendPool, plan: Plan, console: Console) -> Plan:
+    """Wait for launched workers. An absent optional (GPU) target is dropped from ``pool`` with a plain
+    warning, one no longer in ``plan`` silently. Returns the plan without the dropped targets; raises
+    WorkerStartError for a required target."""
+    for name, worker in list(pool.workers.items()):
+        if any(t.name == name for t in plan.targets):
+            try:
+                worker.wait_ready()
+                continue
+            except WorkerStartError as error:
+                if name not in plan.optional:
+                    raise
+                console.print(f"[yellow]skipping {name}: {error}[/yellow]")
+                plan = plan.without(name)
+        pool.workers.pop(name).stop()
+        pool.targets = [t for t in pool.targets if t.name != name]
+    generator.wait_ready()
+    return plan

@@ -86,6 +86,14 @@ def run_parser() -> OneLineParser:
                           help="per-op NaN/Inf/overflow/underflow counts to numerics.jsonl for `higen numerics` "
                                "(runs each test once more with intermediates exposed)")
     add_coverage_flags(p)
+    scale = p.add_argument_group("scaling (see docs/scaling.md)")
+    scale.add_argument("--workers", type=int,
+                       help="pipelines (a generator and a set of backend workers each) running tests at once "
+                            "(default: cores - 1, at least 1; with --ray-address: at most this many, "
+                            "default one per CPU slot of the cluster)")
+    scale.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                       help="run the pipelines as Ray actors on this cluster; the learner and the bug store stay "
+                            "here (needs pip install -e \".[ray]\")")
     limits = p.add_argument_group("limits")
     limits.add_argument("--timeout", type=float, default=60.0, help="seconds per test and target")
     limits.add_argument("--tvm-timeout", type=float, help="seconds per test for TVM targets (default --timeout)")
@@ -146,7 +154,8 @@ def check_run_args(args: argparse.Namespace) -> None:
     if args.big_epochs is None:  # enough big epochs for --max-tests, else the default
         enough = args.max_tests and args.max_tests > 0 and args.small_epochs > 0
         args.big_epochs = -(-args.max_tests // args.small_epochs) if enough else DEFAULT_BIG_EPOCHS
-    for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout", "tvm_timeout", "max_seconds"):
+    for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout", "tvm_timeout", "max_seconds",
+                 "workers"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {value}")
@@ -179,10 +188,11 @@ def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, arg
 
 def command_run(argv: list[str]) -> int:
     from higen.campaign import make_progress, run_campaign, run_rl_campaign
-    from higen.engine import Engine, EngineSettings
+    from higen.engine import EngineSettings
     from higen.modes import diff_plan, normal_plan
     from higen.rewards import RewardConfig, RewardConfigError, load_reward_config
     from higen.run_dir import RunLog, create_run_dir
+    from higen.scale import make_engine, resolve_workers
     from higen.strategies import RandomStrategy
 
     args = run_parser().parse_args(argv)
@@ -198,7 +208,7 @@ def command_run(argv: list[str]) -> int:
     base = with_inputs(GenConfig(max_nodes=args.max_nodes), args.inputs)
     try:
         plan = (diff_plan(args.diff_backends.split(","), args.diff_device) if args.diff_backends
-                else normal_plan(args.compiler))
+                else normal_plan(args.compiler, with_gpu=True if args.ray_address else None))  # GPUs: per node
     except ValueError as error:
         raise UserError(str(error)) from error
     tolerances = {}
@@ -210,19 +220,25 @@ def command_run(argv: list[str]) -> int:
         total = min(args.max_tests or args.big_epochs * args.small_epochs, args.big_epochs * args.small_epochs)
     else:
         total = args.max_tests or args.big_epochs * args.small_epochs
-    run_dir = args.resume or create_run_dir(args.run_root, not args.no_session_subdir)
-    console = Console(stderr=True)
-    console.print(f"HiGen {args.strategy} run in [bold]{run_dir}[/bold]{' (resumed)' if checkpoint else ''}: "
-                  f"{plan.mode} mode on {', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
     settings = EngineSettings(plan=plan, timeout_s=args.timeout, memory_limit_mb=args.memory_limit_mb,
                               tolerances=tolerances, nan_policy=args.nan_policy,
                               examples_per_signature=args.examples_per_signature,
                               learn_support=not args.no_support_probe,
                               coverage=coverage_settings_from_args(args), numerics=args.record_numerics)
+    workers = resolve_workers(settings, args.workers, args.ray_address)
+    if args.ray_address is not None:  # before anything is written: a bad address ends in one line
+        from higen.scale.cluster import connect
+
+        connect(args.ray_address)
+    run_dir = args.resume or create_run_dir(args.run_root, not args.no_session_subdir)
+    console = Console(stderr=True)
+    console.print(f"HiGen {args.strategy} run in [bold]{run_dir}[/bold]{' (resumed)' if checkpoint else ''}: "
+                  f"{plan.mode} mode on {', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
     log = RunLog(run_dir / "training.log")
     if args.strategy == "rl":  # import torch and SB3 (seconds) while the workers start
         threading.Thread(target=importlib.import_module, args=("higen.agents.trainer",), daemon=True).start()
-    with Engine(settings, run_dir, console) as engine, make_progress(console, not args.no_progress) as progress:
+    engine = make_engine(settings, run_dir, console, workers, args.ray_address)
+    with engine, make_progress(console, not args.no_progress) as progress:
         if args.tvm_timeout is not None:
             engine.pool.timeouts_by_target.update(
                 {t.name: args.tvm_timeout for t in plan.targets if t.runtime == "tvm"})

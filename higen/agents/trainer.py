@@ -76,6 +76,9 @@ class _StopTests(BaseCallback):
         self.state = state
 
     def _on_step(self) -> bool:
+        # a vectorized low level (several pipelines, higen.scale) may leave sub-envs idle in a step:
+        # those are no tests, so SAC's step counter keeps counting tests only
+        self.model.num_timesteps -= sum(bool(info.get("skipped")) for info in self.locals["infos"])
         return not self.state.exhausted()
 
 
@@ -127,7 +130,13 @@ class HierarchicalTrainer:
         #: called after every test with its result and reward terms (logging, progress display)
         self.on_test: Callable[[TestResult, Terms], None] | None = None
         self.state.on_test = self._test_done
-        self.low = CompilerFuzzEnv(self.state)
+        if engine.workers > 1:  # one sub-env per pipeline (higen.scale.vecenv)
+            from higen.scale.vecenv import FlatReplayBuffer, ParallelFuzzEnv
+
+            self.low = ParallelFuzzEnv(self.state, engine.workers)
+            buffer = {"replay_buffer_class": FlatReplayBuffer}
+        else:
+            self.low, buffer = CompilerFuzzEnv(self.state), {}
         self.high = HighLevelEnv(self.low, horizon=budget.big_epochs, run_epoch=self._low_epoch)
         policy = {"net_arch": list(settings.net_arch)}
         self.ppo = PPO("MlpPolicy", self.high, n_steps=settings.ppo_n_steps, batch_size=settings.ppo_n_steps,
@@ -136,7 +145,7 @@ class HierarchicalTrainer:
         self.sac = SAC("MlpPolicy", self.low, buffer_size=settings.sac_buffer_size,
                        learning_starts=settings.sac_learning_starts, batch_size=settings.sac_batch_size,
                        gamma=settings.sac_gamma, train_freq=1, gradient_steps=0, policy_kwargs=policy,
-                       seed=settings.seed + 1, device=settings.device, verbose=0)
+                       seed=settings.seed + 1, device=settings.device, verbose=0, **buffer)
         tb = self.run_dir / "tb"
         self.ppo.set_logger(configure(str(tb / "ppo_high"), ["tensorboard"]))
         self.sac.set_logger(configure(str(tb / "sac_low"), ["tensorboard"]))

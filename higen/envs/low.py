@@ -9,8 +9,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
+from higen.engine import TestResult
 from higen.envs.decoder import DIMENSIONS, describe_config
 from higen.envs.state import RATE_NAMES, FuzzState
+from higen.rewards import Terms
 
 LOW_OBS_SIZE = len(DIMENSIONS) + len(RATE_NAMES) + 2
 
@@ -57,6 +59,10 @@ class CompilerFuzzEnv(EpisodeEnv):
         result, terms = self.state.run_test(np.asarray(action), seed)
         self.steps += 1
         truncated = self.steps >= self.state.small_epochs or self.state.exhausted()
-        info = {"verdict": str(result.verdict), "new_signatures": list(result.new_signatures),
-                "reward_terms": terms.as_dict(), "config": describe_config(result.config)}
-        return self.observation(), terms.total, False, truncated, info
+        return self.observation(), terms.total, False, truncated, step_info(result, terms)
+
+
+def step_info(result: TestResult, terms: Terms) -> dict[str, Any]:
+    """The info of one low-level step (one test)."""
+    return {"verdict": str(result.verdict), "new_signatures": list(result.new_signatures),
+            "reward_terms": terms.as_dict(), "config": describe_config(result.config)}

@@ -112,6 +112,10 @@ class FuzzState:
         if self.while_generating is not None:
             self.while_generating()  # ... while this process does something useful
         result = self.engine.finish()
+        return result, self.account(result)
+
+    def account(self, result: TestResult) -> Terms:
+        """Book a finished test: novelty memory, reward terms, moving window, counters."""
         tokens = set(result.tokens)
         unseen = unseen_tokens(tokens, self.tokens)
         self.tokens.update(tokens)
@@ -128,7 +132,7 @@ class FuzzState:
         self.tests += 1
         if self.on_test is not None:
             self.on_test(result, terms)
-        return result, terms
+        return terms
 
     def low_observation(self) -> np.ndarray:
         """Free-dimension mask, window rates, progress within the big epoch, campaign progress."""
