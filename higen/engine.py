@@ -21,7 +21,7 @@ from higen.backends.base import REFERENCE, Outcome
 from higen.backends.pool import BackendPool
 from higen.bugs.store import BugStore
 from higen.coverage.manager import CoverageManager, CoverageSettings
-from higen.generation.client import GenResult, Generator
+from higen.generation.client import Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.modes import Plan
 from higen.numerics.stats import NumericsRecorder
@@ -29,14 +29,14 @@ from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
 from higen.support import learn_support
 from higen.tensors import load_tensors, scratch_dir
 from higen.testcase import TestCase
-from higen.workers import WorkerStartError
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB, WorkerStartError
 
 
 @dataclass
 class EngineSettings:
     plan: Plan
     timeout_s: float = 60.0
-    memory_limit_mb: int = 8192
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     gen_timeout_s: float = 120.0
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     nan_policy: str = "skip-unstable"

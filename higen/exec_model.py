@@ -18,6 +18,7 @@ from higen.backends.pool import BackendPool
 from higen.modes import exec_plan
 from higen.oracle import judge
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 
 def exec_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def exec_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help=".npz of expected outputs (a bug case's outputs/torch_cpu.npz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--memory-limit-mb", type=int, default=8192)
+    p.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
     return p
 
 
@@ -77,7 +78,6 @@ def random_inputs(model: onnx.ModelProto, seed: int) -> Tensors:
 
 def command_exec(argv: list[str]) -> int:
     from higen.main import UserError
-
     from higen.numerics.inputs import exec_inputs
 
     args = exec_parser().parse_args(argv)

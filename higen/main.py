@@ -18,6 +18,7 @@ from higen.coverage.cli import add_coverage_flags, coverage_settings_from_args
 from higen.generation.config import GenConfig
 from higen.numerics.inputs import add_inputs_argument, with_inputs
 from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 #: ``higen NAME ...`` -> the module and function that handle it (each parses its own flags).
 SUBCOMMANDS = {
@@ -97,7 +98,7 @@ def run_parser() -> OneLineParser:
     limits = p.add_argument_group("limits")
     limits.add_argument("--timeout", type=float, default=60.0, help="seconds per test and target")
     limits.add_argument("--tvm-timeout", type=float, help="seconds per test for TVM targets (default --timeout)")
-    limits.add_argument("--memory-limit-mb", type=int, default=8192, help="worker memory cap")
+    limits.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB, help="worker memory cap")
     limits.add_argument("--no-support-probe", action="store_true",
                         help="skip learning each target's op/dtype support (more unsupported tests)")
     return p
@@ -113,7 +114,11 @@ RESUME_LOCKED = ("strategy", "inputs", "compiler", "diff_backends", "diff_device
 def resumed_args(args: argparse.Namespace, argv: list[str]):
     """For ``--resume RUN_DIR``: the run's recorded command line with this one's flags on top, its
     newest checkpoint folder and state. Settings that shape the run may not change."""
-    from higen.agents.checkpoint import CheckpointError, latest_checkpoint, read_run_state
+    from higen.agents.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        read_run_state,
+    )
 
     if not args.resume.is_dir():
         raise UserError(f"--resume {args.resume}: no such run folder")

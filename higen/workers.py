@@ -32,6 +32,9 @@ SINGLE_THREAD_ENV = {
 }
 
 POLL_INTERVAL_S = 0.02
+#: Per-worker resident-memory cap: a generated model whose compilation (or NNSmith's own solving)
+#: grows past it is killed and reported, well before it can exhaust the machine.
+DEFAULT_MEMORY_LIMIT_MB = 4096
 
 
 class WorkerFailure(Exception):
@@ -60,7 +63,7 @@ class WorkerSpec:
     name: str
     module: str
     args: tuple[str, ...] = ()
-    memory_limit_mb: int = 8192
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     start_timeout_s: float = 120.0
     env: dict[str, str] | None = None
 
@@ -106,6 +109,17 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size
         self._deadline = time.monotonic() + self.spec.start_timeout_s
         self._pending = True
+
+    def relaunch_if_dead(self) -> bool:
+        """Launch a fresh child when there is none running (counting a restart when one died);
+        the caller then waits for it with :meth:`wait_ready`. Returns whether it launched."""
+        if self.alive:
+            return False
+        if self.proc is not None:  # died between requests
+            self.restarts += 1
+            self.stop()
+        self.launch()
+        return True
 
     def wait_ready(self) -> dict[str, Any]:
         """Wait for the ``ready`` line of a launched child; a failed set-up raises WorkerStartError."""
@@ -161,11 +175,8 @@ class WorkerProcess:
     # -- requests --------------------------------------------------------------------------
     def submit(self, request: dict[str, Any], timeout_s: float) -> None:
         """Send one request; the answer is picked up by :meth:`collect`. Starts the child if needed."""
-        if not self.alive:
-            if self.proc is not None:  # died between requests
-                self.restarts += 1
-                self.stop()
-            self.start()
+        if self.relaunch_if_dead():
+            self.wait_ready()
         self._log_offset = self.log_path.stat().st_size
         self._deadline = time.monotonic() + timeout_s
         self._pending = True

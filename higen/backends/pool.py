@@ -7,14 +7,20 @@ import time
 from pathlib import Path
 
 from higen.backends.base import Outcome, Target
-from higen.workers import POLL_INTERVAL_S, WorkerFailure, WorkerProcess, WorkerSpec
+from higen.workers import (
+    DEFAULT_MEMORY_LIMIT_MB,
+    POLL_INTERVAL_S,
+    WorkerFailure,
+    WorkerProcess,
+    WorkerSpec,
+)
 
 
 class BackendPool:
     """Runs one model on every target, each in its own crash-isolated worker, in parallel."""
 
     def __init__(self, targets: list[Target], log_dir: Path, timeout_s: float = 60.0,
-                 memory_limit_mb: int = 8192, start_timeout_s: float = 180.0):
+                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, start_timeout_s: float = 180.0):
         self.targets = list(targets)
         self.timeout_s = timeout_s
         self.timeouts_by_target: dict[str, float] = {}  # target name -> its own limit (e.g. --tvm-timeout)
@@ -44,9 +50,12 @@ class BackendPool:
     def run(self, model_path: Path, inputs_path: Path, out_dir: Path,
             only: list[str] | None = None) -> dict[str, Outcome]:
         """Compile and run the model on all targets (or ``only`` these); every target yields an
-        Outcome, whatever happens to it."""
+        Outcome, whatever happens to it. Workers that died last time restart in parallel first."""
+        names = list(only or self.workers)
+        for name in [n for n in names if self.workers[n].relaunch_if_dead()]:
+            self.workers[name].wait_ready()
         started = {}
-        for name in only or self.workers:
+        for name in names:
             worker = self.workers[name]
             request = {"model": str(model_path), "inputs": str(inputs_path),
                        "outputs": str(out_dir / f"{name.replace(':', '_')}.npz")}

@@ -22,6 +22,7 @@ from higen.generation.tokens import graph_tokens
 from higen.oracle import Judgement, Tolerance, judge
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
 from higen.testcase import TestCase
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 
 def reference_outputs(model: onnx.ModelProto, inputs: Tensors) -> Tensors:
@@ -32,7 +33,7 @@ def reference_outputs(model: onnx.ModelProto, inputs: Tensors) -> Tensors:
 def capture(model: onnx.ModelProto, inputs: Tensors, targets: list[str], store: BugStore,
             reference: Tensors | None = None, pairs: list[tuple[str, str]] | None = None,
             tolerances: dict[str, Tolerance] | None = None, nan_policy: str = "skip-unstable",
-            timeout_s: float = 60.0, memory_limit_mb: int = 8192,
+            timeout_s: float = 60.0, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
             config: GenConfig | None = None) -> tuple[Judgement, str | None]:
     """Run ``model`` on ``targets``, judge with ``pairs`` (default: the diff-mode order) and record
     the findings in ``store``. Returns the judgement and the saved case name (None: nothing saved)."""

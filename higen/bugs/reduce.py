@@ -45,6 +45,7 @@ from higen.bugs.repro import Trial, run_and_judge, user_case
 from higen.bugs.standalone import write_case_extras
 from higen.bugs.store import outcome_json, write_json_atomic
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 FAILURES = ("crash", "error", "timeout")
 STAND_IN = "ort:cpu:O0"
@@ -359,7 +360,7 @@ def write_reduced(case: BugCase, reducer: Reducer, result: Reduction) -> Path:
 
 
 def reduce_case(case: BugCase, signature: str | None = None, timeout_s: float = 30.0,
-                memory_limit_mb: int = 8192, max_candidates: int = 500) -> tuple[Reduction, Path | None]:
+                memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, max_candidates: int = 500) -> tuple[Reduction, Path | None]:
     """Reduce one case; returns the reduction and the ``reduced/`` folder (None when it did not reproduce)."""
     work = scratch_dir("higen-reduce-")
     try:
@@ -381,7 +382,7 @@ def command_reduce(argv: list[str]) -> int:
     parser.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>)")
     parser.add_argument("--signature", help="which of the case's findings to keep (default: the case's own)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per candidate and target")
-    parser.add_argument("--memory-limit-mb", type=int, default=8192)
+    parser.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
     parser.add_argument("--max-candidates", type=int, default=500, help="candidate models tried at most")
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
     args = parser.parse_args(argv)

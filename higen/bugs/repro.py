@@ -23,6 +23,7 @@ from higen.backends.pool import BackendPool
 from higen.bugs.case import BugCase, CaseError, load_case, producers
 from higen.oracle import Judgement, Tolerance, judge
 from higen.tensors import Tensors, load_tensors, scratch_dir
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 
 @dataclass
@@ -61,7 +62,7 @@ def user_case(path: str | Path) -> BugCase:
         raise UserError(str(error)) from error
 
 
-def replay(case: BugCase, timeout_s: float = 60.0, memory_limit_mb: int = 8192) -> Trial:
+def replay(case: BugCase, timeout_s: float = 60.0, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB) -> Trial:
     """Run the case on all its targets with the installed runtimes; the reference is the saved one."""
     work = scratch_dir("higen-repro-")
     try:
@@ -98,7 +99,7 @@ def command_repro(argv: list[str]) -> int:
     parser = OneLineParser(prog="higen repro", description="Replay a bug case; exit 0 if it still reproduces, 1 if not.")
     parser.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>, or its reduced/)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per target")
-    parser.add_argument("--memory-limit-mb", type=int, default=8192)
+    parser.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
     args = parser.parse_args(argv)
     case = user_case(args.case)

@@ -35,7 +35,14 @@ import onnx
 from higen import __version__
 from higen.backends.base import REFERENCE, Outcome
 from higen.bugs.analysis import analyze_mismatch, nonfinite
-from higen.bugs.case import FORMAT_VERSION, REFERENCE_FILE, CaseError, file_name, load_outputs, read_meta
+from higen.bugs.case import (
+    FORMAT_VERSION,
+    REFERENCE_FILE,
+    CaseError,
+    file_name,
+    load_outputs,
+    read_meta,
+)
 from higen.bugs.standalone import write_case_extras
 from higen.oracle import SEVERITY, Finding, Judgement, Tolerance, Verdict
 from higen.tensors import load_tensors

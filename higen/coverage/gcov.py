@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from higen.coverage.gcov_data import GcovFormatError, branches_of, counter_values, gcda_blocks, parse_gcno
+from higen.coverage.gcov_data import (
+    GcovFormatError,
+    branches_of,
+    counter_values,
+    gcda_blocks,
+    parse_gcno,
+)
 
 GCDA, GCNO = ".gcda", ".gcno"
 

@@ -20,8 +20,14 @@ import os
 import time
 from typing import Any
 
-from higen.coverage.collectors import (OrtTransformerCollector, OutputCapture, OvLayerCollector, OvPassCollector,
-                                       TestContext, TvmPythonCollector)
+from higen.coverage.collectors import (
+    OrtTransformerCollector,
+    OutputCapture,
+    OvLayerCollector,
+    OvPassCollector,
+    TestContext,
+    TvmPythonCollector,
+)
 
 ENV = "HIGEN_COVERAGE"
 

@@ -17,7 +17,14 @@ import numpy as np
 
 from higen.engine import Engine, TestResult
 from higen.envs.decoder import DIMENSIONS, ActionDecoder, describe_config, free_names
-from higen.rewards import RewardConfig, Terms, coverage_gain, high_level_terms, low_level_terms, unseen_tokens
+from higen.rewards import (
+    RewardConfig,
+    Terms,
+    coverage_gain,
+    high_level_terms,
+    low_level_terms,
+    unseen_tokens,
+)
 
 #: validity, finding rate, new-signature rate, token novelty, coverage growth
 RATE_NAMES = ("validity", "findings", "new_signatures", "novelty", "coverage")

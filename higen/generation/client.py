@@ -8,7 +8,12 @@ from typing import Any
 
 from higen.generation.config import GenConfig
 from higen.testcase import TestCase
-from higen.workers import WorkerFailure, WorkerProcess, WorkerSpec
+from higen.workers import (
+    DEFAULT_MEMORY_LIMIT_MB,
+    WorkerFailure,
+    WorkerProcess,
+    WorkerSpec,
+)
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Generator:
     """One persistent NNSmith worker; restarted when it dies. ``submit``/``collect`` let the caller
     overlap generating the next test with executing the current one."""
 
-    def __init__(self, log_dir: Path, timeout_s: float = 120.0, memory_limit_mb: int = 8192):
+    def __init__(self, log_dir: Path, timeout_s: float = 120.0, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
         self.worker = WorkerProcess(
             WorkerSpec(name="generator", module="higen.generation.serve", memory_limit_mb=memory_limit_mb),
             log_dir,

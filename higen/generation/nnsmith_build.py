@@ -22,8 +22,8 @@ from nnsmith.graph_gen import model_gen
 from nnsmith.materialize.torch import TorchModelCPU
 
 from higen.generation.config import DTYPES, GenConfig
-from higen.generation.tokens import graph_tokens
 from higen.generation.single_io import prune_to_single_io
+from higen.generation.tokens import graph_tokens
 from higen.numerics.edge import edge_inputs
 from higen.tensors import save_tensors
 

@@ -18,8 +18,8 @@ import tempfile
 from typing import Any
 
 from higen.backends.base import Target
-from higen.backends.serve import execute
 from higen.backends.registry import require_installed
+from higen.backends.serve import execute
 from higen.numerics.passes import ORT_RULES, OV_SWITCHES, PIPELINE_WRAPPERS
 from higen.workers import serve
 

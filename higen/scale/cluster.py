@@ -35,13 +35,20 @@ from typing import Any, Callable
 from rich.console import Console
 
 from higen.backends.registry import RUNTIMES
+from higen.bugs.store import write_json_atomic
 from higen.engine import EngineSettings, worker_versions
 from higen.generation.config import GenConfig
 from higen.modes import Plan, gpu_present
 from higen.scale.engine import ParallelEngine
 from higen.scale.pipeline import Job, Pipeline, Produced
-from higen.scale.wire import pack, plan_from_json, plan_to_json, settings_from_json, settings_to_json, unpack
-from higen.bugs.store import write_json_atomic
+from higen.scale.wire import (
+    pack,
+    plan_from_json,
+    plan_to_json,
+    settings_from_json,
+    settings_to_json,
+    unpack,
+)
 from higen.tensors import scratch_dir
 from higen.workers import WorkerStartError
 

@@ -27,7 +27,13 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from higen.engine import Engine, EngineSettings, TestResult, launch_workers, wait_workers
+from higen.engine import (
+    Engine,
+    EngineSettings,
+    TestResult,
+    launch_workers,
+    wait_workers,
+)
 from higen.generation.client import GenResult
 from higen.generation.config import GenConfig
 from higen.scale.pipeline import Job, LocalPipeline, Pipeline, Produced

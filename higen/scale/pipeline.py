@@ -18,7 +18,7 @@ from rich.console import Console
 from higen.backends.pool import BackendPool
 from higen.coverage.manager import CoverageManager
 from higen.engine import EngineSettings, Executed, execute, launch_workers, wait_workers
-from higen.generation.client import GenResult, Generator
+from higen.generation.client import Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.support import learn_support
 
