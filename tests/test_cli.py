@@ -175,12 +175,16 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_exec_with_inputs_on_ort_and_openvino(relu_add_case):
+@pytest.mark.parametrize("backends, expected", [
+    ("ort,ov", {"ort:cpu:O3", "ov:CPU"}),
+    ("ort:cpu:O0,ort:cpu:O3", {"ort:cpu:O0", "ort:cpu:O3"}),
+])
+def test_exec_with_inputs(relu_add_case, backends, expected):
     model, inputs = relu_add_case
-    done = run_cli("exec", model, "--backends", "ort,ov", "--inputs", inputs)
+    done = run_cli("exec", model, "--backends", backends, "--inputs", inputs)
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
-    assert set(rows) == {"ort:cpu:O3", "ov:CPU"}
+    assert set(rows) == expected
     assert all(cells[1] == "ok" and cells[2] == "run" for cells in rows.values()), rows
     assert "verdict: ok" in done.stdout
 
@@ -193,14 +197,6 @@ def test_exec_with_random_inputs(relu_add_case):
     assert "verdict: ok" in done.stdout
 
 
-def test_exec_two_ort_optimization_levels(relu_add_case):
-    model, inputs = relu_add_case
-    done = run_cli("exec", model, "--backends", "ort:cpu:O0,ort:cpu:O3", "--inputs", inputs)
-    assert done.returncode == 0, done.stderr
-    rows = table_rows(done.stdout)
-    assert set(rows) == {"ort:cpu:O0", "ort:cpu:O3"}
-    assert all(cells[1] == "ok" for cells in rows.values())
-    assert "verdict: ok" in done.stdout
 
 
 def test_exec_compares_with_a_reference(relu_add_case, tmp_path):
