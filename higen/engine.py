@@ -21,7 +21,7 @@ from higen.backends.base import REFERENCE, Outcome
 from higen.backends.pool import BackendPool
 from higen.bugs.store import BugStore
 from higen.coverage.manager import CoverageManager, CoverageSettings
-from higen.generation.client import Generator, GenResult
+from higen.generation.client import GEN_TIMEOUT_S, Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.modes import Plan
 from higen.numerics.stats import NumericsRecorder
@@ -37,7 +37,7 @@ class EngineSettings:
     plan: Plan
     timeout_s: float = 60.0
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
-    gen_timeout_s: float = 120.0
+    gen_timeout_s: float = GEN_TIMEOUT_S
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     nan_policy: str = "skip-unstable"
     examples_per_signature: int = 1

@@ -16,6 +16,11 @@ from higen.workers import (
 )
 
 
+#: A test normally generates in 10-150 ms; NNSmith occasionally hangs (z3 or the input search) for
+#: minutes. Past this the worker is killed and restarted, and the test counts as invalid.
+GEN_TIMEOUT_S = 30.0
+
+
 @dataclass
 class GenResult:
     config: GenConfig
@@ -32,7 +37,7 @@ class Generator:
     """One persistent NNSmith worker; restarted when it dies. ``submit``/``collect`` let the caller
     overlap generating the next test with executing the current one."""
 
-    def __init__(self, log_dir: Path, timeout_s: float = 120.0, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
+    def __init__(self, log_dir: Path, timeout_s: float = GEN_TIMEOUT_S, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
         self.worker = WorkerProcess(
             WorkerSpec(name="generator", module="higen.generation.serve", memory_limit_mb=memory_limit_mb),
             log_dir,
