@@ -15,6 +15,7 @@ from rich.table import Table
 
 from higen.backends.base import REFERENCE
 from higen.backends.pool import BackendPool
+from higen.bugs.case import producers
 from higen.modes import exec_plan
 from higen.oracle import judge
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
@@ -99,8 +100,7 @@ def command_exec(argv: list[str]) -> int:
         outputs = {name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok}
         if args.reference:
             outputs[REFERENCE] = load_tensors(args.reference)
-        producers = {out: node.op_type for node in model.graph.node for out in node.output}
-        judgement = judge(outcomes, outputs, plan.pairs, producers, precision=precision)
+        judgement = judge(outcomes, outputs, plan.pairs, producers(model), precision=precision)
         table = Table("target", "status", "stage", "compile s", "run s", "message")
         for name, outcome in outcomes.items():
             table.add_row(name, outcome.status, outcome.stage, f"{outcome.compile_s:.3f}", f"{outcome.run_s:.4f}",

@@ -37,6 +37,11 @@ class Plan:
         return Plan(self.mode, kept, pairs, self.optional - {target})
 
 
+def diff_pairs(names: list[str], with_reference: bool = True) -> list[tuple[str, str]]:
+    """Diff-mode comparison order: each target against the reference, then each pair of targets."""
+    return ([(REFERENCE, n) for n in names] if with_reference else []) + list(itertools.combinations(names, 2))
+
+
 def gpu_present() -> bool:
     """Whether this machine has an NVIDIA GPU at all (device nodes exist)."""
     return bool(glob.glob("/dev/nvidia[0-9]*"))
@@ -65,8 +70,7 @@ def diff_plan(backends: list[str], device: str) -> Plan:
     for backend in dict.fromkeys(backends):
         require_installed(backend)
         names.append(DIFF_TARGETS[device][runtime_info(backend).key])
-    pairs = [(REFERENCE, name) for name in names] + list(itertools.combinations(names, 2))
-    return Plan("diff", [Target.parse(n) for n in names], pairs)
+    return Plan("diff", [Target.parse(n) for n in names], diff_pairs(names))
 
 
 def exec_plan(targets: list[str], with_reference: bool) -> Plan:
@@ -76,5 +80,4 @@ def exec_plan(targets: list[str], with_reference: bool) -> Plan:
         name = text if ":" in text else DIFF_TARGETS["cpu"][runtime_info(text).key]
         require_installed(Target.parse(name).runtime)
         names.append(name)
-    pairs = ([(REFERENCE, n) for n in names] if with_reference else []) + list(itertools.combinations(names, 2))
-    return Plan("exec", [Target.parse(n) for n in names], pairs)
+    return Plan("exec", [Target.parse(n) for n in names], diff_pairs(names, with_reference))

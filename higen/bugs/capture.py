@@ -15,10 +15,11 @@ from onnx.reference import ReferenceEvaluator
 from higen import __version__
 from higen.backends.base import REFERENCE, Target
 from higen.backends.pool import BackendPool
-from higen.bugs.case import default_pairs, producers
+from higen.bugs.case import producers
 from higen.bugs.store import BugStore
 from higen.generation.config import GenConfig
 from higen.generation.tokens import graph_tokens
+from higen.modes import diff_pairs
 from higen.oracle import Judgement, Tolerance, judge
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
 from higen.testcase import TestCase
@@ -37,7 +38,7 @@ def capture(model: onnx.ModelProto, inputs: Tensors, targets: list[str], store: 
             config: GenConfig | None = None) -> tuple[Judgement, str | None]:
     """Run ``model`` on ``targets``, judge with ``pairs`` (default: the diff-mode order) and record
     the findings in ``store``. Returns the judgement and the saved case name (None: nothing saved)."""
-    pairs = pairs if pairs is not None else default_pairs(targets)
+    pairs = pairs if pairs is not None else diff_pairs(targets)
     tolerances = tolerances or {}
     work = scratch_dir("higen-capture-")
     try:

@@ -7,7 +7,6 @@ See docs/bug-cases.md for the layout.
 
 from __future__ import annotations
 
-import itertools
 import json
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 
 from higen.backends.base import REFERENCE
+from higen.modes import diff_pairs
 from higen.oracle import Tolerance
 from higen.tensors import Tensors, load_tensors
 
@@ -101,11 +101,6 @@ def producers(model: onnx.ModelProto) -> dict[str, str]:
     return {out: node.op_type for node in model.graph.node for out in node.output if out}
 
 
-def default_pairs(targets: list[str]) -> list[tuple[str, str]]:
-    """The diff-mode comparison order, for cases that did not record their pairs (format 1)."""
-    return [(REFERENCE, t) for t in targets] + list(itertools.combinations(targets, 2))
-
-
 @dataclass
 class BugCase:
     path: Path
@@ -135,7 +130,7 @@ class BugCase:
     @property
     def pairs(self) -> list[tuple[str, str]]:
         recorded = self.meta.get("oracle", {}).get("pairs")
-        return [tuple(p) for p in recorded] if recorded else default_pairs(self.targets)
+        return [tuple(p) for p in recorded] if recorded else diff_pairs(self.targets)  # format 1 recorded no pairs
 
     @property
     def tolerances(self) -> dict[str, Tolerance]:
