@@ -2,13 +2,15 @@
 
     python experiments/campaign.py --budget-min 30 --seeds 3 --strategies rl,random
     python experiments/campaign.py --budget-min 30 --seeds 3 --diff-backends ort,tvm,ov   # diff mode
+    python experiments/campaign.py --budget-min 30 --seeds 3 --side-by-side   # rl and random at once, one core each
     python experiments/campaign.py --budget-min 2 --seeds 1 -- --max-nodes 8   # flags after -- go to every run
 
 Each (seed, strategy) is one ``python -m higen.main`` campaign (``rl_vs_random.campaign``: one after
 the other, strategies interleaved per seed, ``--max-seconds`` with start-up and op-support learning
-excluded), on ONNX Runtime in normal mode unless ``--diff-backends`` is given, with ``--coverage
-auto`` (ORT: graph transformers; TVM: Python arcs; OpenVINO: layers) unless ``--coverage`` says
-otherwise. Per run: unique bug signatures by verdict kind (the session's ``bug_cases/index.json``),
+excluded; with ``--side-by-side`` the strategies of a seed run at the same time, each pinned to its
+own share of the cores: half the wall time on 2 cores, the same machine for each strategy), on ONNX
+Runtime in normal mode unless ``--diff-backends`` is given, with ``--coverage auto`` (ORT: graph
+transformers; TVM: Python arcs; OpenVINO: layers) unless ``--coverage`` says otherwise. Per run: unique bug signatures by verdict kind (the session's ``bug_cases/index.json``),
 validity (tests neither invalid nor unsupported), tests/s, and coverage at the end (last measured
 value of each ``*_covered`` column of ``coverage_by_steps.csv``: structure tokens, ORT
 transformers, TVM Python arcs; empty when the collector was not enabled). Per strategy: mean, standard
@@ -25,6 +27,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -35,7 +38,7 @@ import numpy as np
 from common import RESULTS, console, higen, machine_note, print_table, pyplot, save_figure, spread, write_csv
 from higen.coverage.plot import load_run
 from higen.oracle import SEVERITY
-from rl_vs_random import campaign
+from rl_vs_random import campaign, finish_campaign, start_campaign
 
 KINDS = [str(v) for v in SEVERITY[:7]]  # finding verdicts, most severe first
 COVERAGE = ("structure_covered", "ort_transformers_covered", "tvm_py_covered")  # always reported
@@ -138,6 +141,9 @@ def main() -> int:
     parser.add_argument("--coverage", default="auto", help="--coverage of every run (default auto)")
     parser.add_argument("--runs", type=Path, help="where the run folders go (default runs/campaign-<date-time>)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run the strategies of one seed at the same time, each pinned to its own cores "
+                             "(same conditions for each, half the time; each gets cores / strategies)")
     parser.add_argument("extra", nargs="*", help="after --: flags passed to every campaign")
     args = parser.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
@@ -151,17 +157,27 @@ def main() -> int:
     out = console()
     load_before = machine_note()
     rows = []
+    shares = core_shares(len(strategies)) if args.side_by_side else None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for strategy in strategies:
-            run_dir = runs / f"{strategy}-{seed}"
-            out.print(f"{strategy}, seed {seed}: {budget_s:g} s on {targets} -> {run_dir} ...")
-            row = campaign(strategy, seed, budget_s, args.compiler, run_dir, extra)
-            row.update(run_metrics(run_dir), run_dir=str(run_dir))
-            rows.append(row)
+        if shares is None:
+            for strategy in strategies:
+                run_dir = runs / f"{strategy}-{seed}"
+                out.print(f"{strategy}, seed {seed}: {budget_s:g} s on {targets} -> {run_dir} ...")
+                rows.append({**campaign(strategy, seed, budget_s, args.compiler, run_dir, extra), "run_dir": run_dir})
+            continue
+        out.print(f"{', '.join(strategies)}, seed {seed}: {budget_s:g} s on {targets}, side by side on cores "
+                  f"{' | '.join(','.join(map(str, sorted(c))) for c in shares)} ...")
+        started = [(strategy, runs / f"{strategy}-{seed}") for strategy in strategies]
+        processes = [start_campaign(strategy, seed, budget_s, args.compiler, run_dir, extra, cpus)
+                     for (strategy, run_dir), cpus in zip(started, shares)]
+        rows += [{**finish_campaign(process, strategy, seed, budget_s, run_dir), "run_dir": run_dir}
+                 for (strategy, run_dir), process in zip(started, processes)]
+    for row in rows:
+        row.update(run_metrics(row["run_dir"]), run_dir=str(row["run_dir"]))
     coverage = list(COVERAGE) + sorted({k for r in rows for k in r if k.endswith("_covered")} - set(COVERAGE))
     metrics = [*NUMERIC, *coverage]
     title = (f"{', '.join(strategies)} on {targets}, {args.budget_min:g} min x {args.seeds} seed(s), "
-             f"{time.strftime('%Y-%m-%d')}, {machine_note()}")
+             f"{'side by side, ' if shares else ''}{time.strftime('%Y-%m-%d')}, {machine_note()}")
     columns = ["strategy", "seed", *metrics]
     labels = [f"{r['strategy']}-{r['seed']}" for r in rows]
     print_table(f"Campaigns: {title}", [{"metric": m, **{label: r.get(m) for label, r in zip(labels, rows)}}
@@ -183,6 +199,15 @@ def main() -> int:
         out.print(f"wrote {args.out_dir / name}")
     out.print(f"runs kept in {runs}")
     return 0
+
+
+def core_shares(parts: int) -> list[set[int]]:
+    """The usable cores split into ``parts`` equal, disjoint sets (leftover cores stay unused)."""
+    cores = sorted(os.sched_getaffinity(0))
+    size = len(cores) // parts
+    if size == 0:
+        raise SystemExit(f"--side-by-side needs at least one core per strategy: {len(cores)} core(s) for {parts}")
+    return [set(cores[i * size:(i + 1) * size]) for i in range(parts)]
 
 
 def format_spread(stats: dict) -> str:

@@ -9,7 +9,9 @@ of its descendants (named by their command line: ``generator``, ``ort:cpu:O3``, 
 of tests logged so far in its ``training.log``. Per process: RSS at test --from-test (median of the
 samples taken while tests FROM..FROM+W were done, W = max(5, N/50)), at the end (median over the
 last W tests), the growth between them, the maximum, and the worker restarts (a new pid under the
-same name: its growth then says little). Writes memory.csv (per process), memory_samples.csv and
+same name: a planned recycle of a backend worker every ``--recycle-after`` tests, or a restart after a
+crash or the memory cap; growth is what the process under that name holds at the end against test
+FROM, whichever pid it is, and the maximum shows the peaks in between). Writes memory.csv (per process), memory_samples.csv and
 memory.png under --out-dir; the run folder stays in --runs.
 """
 
@@ -96,8 +98,7 @@ def summarize(samples: list[dict], tests: int, from_test: int) -> list[dict]:
                      "rss_at_from_mb": start, "rss_at_end_mb": end,
                      "growth_pct": round(growth, 1) if growth is not None else None,
                      "max_mb": max(s["rss_mb"] for s in mine),
-                     "within_target": "" if growth is None else
-                     ("restarted" if len(pids) > 1 else "yes" if growth < TARGET_GROWTH_PCT else "NO")})
+                     "within_target": "" if growth is None else "yes" if growth < TARGET_GROWTH_PCT else "NO"})
     return rows
 
 

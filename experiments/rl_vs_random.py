@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,13 +30,22 @@ COLUMNS = ("strategy", "seed", "budget_s", "tests", "tests_per_s", "unique_signa
            "unique_tokens", "verdicts")
 
 
-def campaign(strategy: str, seed: int, budget_s: float, compiler: str, run_dir: Path, extra: list[str]) -> dict:
+def start_campaign(strategy: str, seed: int, budget_s: float, compiler: str, run_dir: Path, extra: list[str],
+                   cpus: set[int] | None = None) -> subprocess.Popen:
+    """Launch one campaign; with ``cpus`` it and all its workers are pinned to those cores, so that
+    campaigns running side by side each get the same share of the machine."""
     command = [sys.executable, "-m", "higen.main", "--strategy", strategy, "--seed", str(seed), "--compiler", compiler,
                "--max-seconds", str(budget_s), "--big-epochs", "1000000", "--run-root", str(run_dir),
                "--no-session-subdir", "--no-progress", *extra]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{strategy} seed {seed} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+
+
+def finish_campaign(process: subprocess.Popen, strategy: str, seed: int, budget_s: float, run_dir: Path) -> dict:
+    """Wait for a campaign from ``start_campaign`` and read its results from ``training.log``."""
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"{strategy} seed {seed} failed ({process.returncode}): {stderr.strip()[-2000:]}")
     events = [json.loads(line) for line in (run_dir / "training.log").read_text().splitlines()]
     end = next(e for e in reversed(events) if e["event"] == "end")
     tests, verdicts = end["tests"], end["verdicts"]
@@ -45,6 +55,12 @@ def campaign(strategy: str, seed: int, budget_s: float, compiler: str, run_dir: 
             "unique_signatures": end["unique_signatures"],
             "validity": round(1 - invalid / tests, 4) if tests else 0.0,
             "unique_tokens": end["unique_tokens"], "verdicts": json.dumps(verdicts, sort_keys=True)}
+
+
+def campaign(strategy: str, seed: int, budget_s: float, compiler: str, run_dir: Path, extra: list[str]) -> dict:
+    """One campaign with the whole machine."""
+    process = start_campaign(strategy, seed, budget_s, compiler, run_dir, extra)
+    return finish_campaign(process, strategy, seed, budget_s, run_dir)
 
 
 def main() -> int:

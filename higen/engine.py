@@ -29,7 +29,7 @@ from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
 from higen.support import learn_support
 from higen.tensors import load_tensors, scratch_dir
 from higen.testcase import TestCase
-from higen.workers import DEFAULT_MEMORY_LIMIT_MB, WorkerStartError
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_RECYCLE_AFTER, WorkerStartError
 
 
 @dataclass
@@ -37,6 +37,7 @@ class EngineSettings:
     plan: Plan
     timeout_s: float = 60.0
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
+    recycle_after: int = DEFAULT_RECYCLE_AFTER  # backend worker answers before a planned restart (0: never)
     gen_timeout_s: float = GEN_TIMEOUT_S
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     nan_policy: str = "skip-unstable"
@@ -84,7 +85,8 @@ class Engine:
         self.console = console or Console(stderr=True)
         logs = self.run_dir / "workers"
         self.generator = Generator(logs, settings.gen_timeout_s, settings.memory_limit_mb)
-        self.pool = BackendPool(settings.plan.targets, logs, settings.timeout_s, settings.memory_limit_mb)
+        self.pool = BackendPool(settings.plan.targets, logs, settings.timeout_s, settings.memory_limit_mb,
+                                recycle_after=settings.recycle_after)
         self.coverage = CoverageManager(settings.coverage, self.run_dir, [t.name for t in settings.plan.targets])
         self.coverage.configure(self.pool)
         self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature)

@@ -18,7 +18,7 @@ from higen.coverage.cli import add_coverage_flags, coverage_settings_from_args
 from higen.generation.config import GenConfig
 from higen.numerics.inputs import add_inputs_argument, with_inputs
 from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
-from higen.workers import DEFAULT_MEMORY_LIMIT_MB
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_RECYCLE_AFTER
 
 #: ``higen NAME ...`` -> the module and function that handle it (each parses its own flags).
 SUBCOMMANDS = {
@@ -99,6 +99,8 @@ def run_parser() -> OneLineParser:
     limits.add_argument("--timeout", type=float, default=60.0, help="seconds per test and target")
     limits.add_argument("--tvm-timeout", type=float, help="seconds per test for TVM targets (default --timeout)")
     limits.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB, help="worker memory cap")
+    limits.add_argument("--recycle-after", type=int, default=DEFAULT_RECYCLE_AFTER, metavar="N",
+                        help="restart each backend worker after N tests, bounding slow leaks (0: never)")
     limits.add_argument("--no-support-probe", action="store_true",
                         help="skip learning each target's op/dtype support (more unsupported tests)")
     return p
@@ -166,8 +168,9 @@ def check_run_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {value}")
     if args.diff_device != "cpu" and not args.diff_backends:
         raise UserError("--diff-device applies to diff mode: add --diff-backends, e.g. --diff-backends ort,ov")
-    if args.learning_starts < 0:
-        raise UserError(f"--learning-starts must be 0 or more, not {args.learning_starts}")
+    for flag in ("learning_starts", "recycle_after"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be 0 or more, not {getattr(args, flag)}")
     if args.ppo_steps < 2:
         raise UserError(f"--ppo-steps must be at least 2, not {args.ppo_steps}")
     parse_net_arch(args.net_arch)
@@ -226,6 +229,7 @@ def command_run(argv: list[str]) -> int:
     else:
         total = args.max_tests or args.big_epochs * args.small_epochs
     settings = EngineSettings(plan=plan, timeout_s=args.timeout, memory_limit_mb=args.memory_limit_mb,
+                              recycle_after=args.recycle_after,
                               tolerances=tolerances, nan_policy=args.nan_policy,
                               examples_per_signature=args.examples_per_signature,
                               learn_support=not args.no_support_probe,

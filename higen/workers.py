@@ -35,6 +35,9 @@ POLL_INTERVAL_S = 0.02
 #: Per-worker resident-memory cap: a generated model whose compilation (or NNSmith's own solving)
 #: grows past it is killed and reported, well before it can exhaust the machine.
 DEFAULT_MEMORY_LIMIT_MB = 4096
+# Backend workers restart after this many answers: runtimes grow slowly over thousands of sessions
+# (ORT ~30% over 5,000 tests, docs/results.md); a fresh child costs one import, overlapped with generation.
+DEFAULT_RECYCLE_AFTER = 1000
 
 
 class WorkerFailure(Exception):
@@ -66,6 +69,7 @@ class WorkerSpec:
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     start_timeout_s: float = 120.0
     env: dict[str, str] | None = None
+    recycle_after: int = 0  # answered requests before a planned restart (0: never); bounds slow leaks
 
 
 class WorkerProcess:
@@ -76,7 +80,10 @@ class WorkerProcess:
         self.log_path = Path(log_dir) / f"{spec.name.replace(':', '_')}.log"
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
-        self.restarts = 0
+        self.restarts = 0  # after a failure
+        self.recycles = 0  # planned, after ``spec.recycle_after`` requests
+        self.served = 0  # requests answered by the current child
+        self._starting = False
         self._buffer = b""
         self._log_offset = 0
         self._deadline = 0.0
@@ -109,12 +116,15 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size
         self._deadline = time.monotonic() + self.spec.start_timeout_s
         self._pending = True
+        self._starting = True
+        self.served = 0
 
     def relaunch_if_dead(self) -> bool:
-        """Launch a fresh child when there is none running (counting a restart when one died);
-        the caller then waits for it with :meth:`wait_ready`. Returns whether it launched."""
+        """Launch a fresh child when there is none running (counting a restart when one died).
+        Returns whether the caller must wait for a child with :meth:`wait_ready`: one launched now,
+        or a recycled one still starting."""
         if self.alive:
-            return False
+            return self._starting
         if self.proc is not None:  # died between requests
             self.restarts += 1
             self.stop()
@@ -127,6 +137,8 @@ class WorkerProcess:
             info = self.collect()
         except WorkerFailure as failure:
             raise WorkerStartError(f"{self.spec.name} died while starting ({failure.detail})", failure.log_tail)
+        finally:
+            self._starting = False
         if not info.get("ready"):
             tail = self.log_tail()
             self.stop()
@@ -151,6 +163,7 @@ class WorkerProcess:
         os.close(self._reader)
         self.proc = None
         self._pending = False
+        self._starting = False
 
     @property
     def alive(self) -> bool:
@@ -209,7 +222,10 @@ class WorkerProcess:
         line = self._take_line()
         if line is not None:
             self._pending = False
-            return json.loads(line)
+            reply = json.loads(line)
+            if not self._starting:
+                self._count_answer()
+            return reply
         if not self.alive:
             self._fail_dead()
         if self.rss_mb() > self.spec.memory_limit_mb:
@@ -217,6 +233,15 @@ class WorkerProcess:
         if time.monotonic() > self._deadline:
             self._fail("timeout", f"no answer within the time limit ({self.spec.name})")
         return None
+
+    def _count_answer(self) -> None:
+        """Recycle the child once it answered ``recycle_after`` requests: the fresh one imports
+        while the caller does other work, and :meth:`submit` waits for it to be ready."""
+        self.served += 1
+        if self.spec.recycle_after and self.served >= self.spec.recycle_after:
+            self.recycles += 1
+            self.stop()
+            self.launch()
 
     def _take_line(self) -> bytes | None:
         if b"\n" not in self._buffer:

@@ -73,9 +73,12 @@ def test_throughput(tmp_path):
     assert_png(tmp_path / "throughput.png")
 
 
-def test_campaign(tmp_path):
-    run_script("campaign.py", "--budget-min", 0.05, "--seeds", 2, "--strategies", "rl,random",
-               "--runs", tmp_path / "runs", "--out-dir", tmp_path, timeout=400)
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["one-after-the-other", "side-by-side"])
+def test_campaign(tmp_path, side_by_side):
+    done = run_script("campaign.py", "--budget-min", 0.05, "--seeds", 2, "--strategies", "rl,random",
+                      "--runs", tmp_path / "runs", "--out-dir", tmp_path,
+                      *(["--side-by-side"] if side_by_side else []), timeout=400)
+    assert ("side by side on cores" in done.stdout) == side_by_side
     columns, rows = read_csv(tmp_path / "campaign.csv")
     for column in ("strategy", "seed", "tests", "tests_per_s", "unique_signatures", "sig_crash", "sig_error",
                    "sig_mismatch", "validity", "structure_covered", "ort_transformers_covered", "tvm_py_covered"):
@@ -101,7 +104,7 @@ def test_campaign(tmp_path):
 
 def test_memory(tmp_path):
     run_script("memory.py", "--tests", 60, "--from-test", 10, "--interval", 0.1, "--runs", tmp_path / "run",
-               "--out-dir", tmp_path, timeout=300)
+               "--out-dir", tmp_path, "--", "--recycle-after", 25, timeout=300)
     columns, rows = read_csv(tmp_path / "memory.csv")
     for column in ("process", "pids", "restarts", "rss_test1_mb", "rss_at_from_mb", "rss_at_end_mb", "growth_pct",
                    "max_mb", "within_target"):
@@ -110,7 +113,10 @@ def test_memory(tmp_path):
     for row in rows:
         for column in ("rss_at_from_mb", "rss_at_end_mb", "max_mb"):
             assert number(row[column]) > 0, (row["process"], column)
-        assert number(row["growth_pct"]) > -100 and row["within_target"] in ("yes", "NO", "restarted")
+        assert number(row["growth_pct"]) > -100 and row["within_target"] in ("yes", "NO")
+    pids = {row["process"]: int(row["pids"]) for row in rows}
+    assert pids["ort:cpu:O0"] >= 3 and pids["ort:cpu:O3"] >= 3, pids  # recycled after every 25 answers
+    assert pids["driver"] == 1
     _, samples = read_csv(tmp_path / "memory_samples.csv")
     tests = [int(s["tests"]) for s in samples]
     assert tests == sorted(tests) and tests[-1] >= 50

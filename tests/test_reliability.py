@@ -125,6 +125,26 @@ def test_memory_cap_is_enforced_while_another_worker_is_awaited(relu_add_case, t
     assert peak[0] < cap_mb + 256, f"worker reached {peak[0]:.0f} MiB under a cap of {cap_mb} MiB"
 
 
+def test_workers_are_recycled_after_n_answers_without_losing_a_test(relu_add_case, tmp_path):
+    """A planned restart (``recycle_after``) gives a fresh process every N tests; the test after it
+    waits for the fresh child and gets the same answer, and it is not counted as a failure."""
+    model_path, inputs_path = relu_add_case
+    inputs = load_tensors(inputs_path)
+    expected = np.maximum(inputs["a"] + inputs["b"], 0)
+    with BackendPool(targets("ort:cpu:O3"), tmp_path / "logs", recycle_after=2) as pool:
+        worker = pool.workers["ort:cpu:O3"]
+        pids = []
+        for round_ in range(5):
+            pids.append(worker.proc.pid)
+            out_dir = tmp_path / f"round{round_}"
+            out_dir.mkdir()
+            outcome = pool.run(model_path, inputs_path, out_dir)["ort:cpu:O3"]
+            assert outcome.status == "ok", outcome
+            np.testing.assert_allclose(load_tensors(outcome.outputs_path)["y"], expected, rtol=1e-6)
+        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+        assert (worker.recycles, worker.restarts) == (2, 0)
+
+
 # -- large tensors ------------------------------------------------------------------------------
 def test_large_output_round_trips_exactly(tmp_path):
     """A 24 MiB output (6 M float32) comes back bit-exact: tensors travel through files, and no pipe

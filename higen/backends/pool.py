@@ -9,6 +9,7 @@ from pathlib import Path
 from higen.backends.base import Outcome, Target
 from higen.workers import (
     DEFAULT_MEMORY_LIMIT_MB,
+    DEFAULT_RECYCLE_AFTER,
     POLL_INTERVAL_S,
     WorkerFailure,
     WorkerProcess,
@@ -20,7 +21,8 @@ class BackendPool:
     """Runs one model on every target, each in its own crash-isolated worker, in parallel."""
 
     def __init__(self, targets: list[Target], log_dir: Path, timeout_s: float = 60.0,
-                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, start_timeout_s: float = 180.0):
+                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, start_timeout_s: float = 180.0,
+                 recycle_after: int = DEFAULT_RECYCLE_AFTER):
         self.targets = list(targets)
         self.timeout_s = timeout_s
         self.timeouts_by_target: dict[str, float] = {}  # target name -> its own limit (e.g. --tvm-timeout)
@@ -28,7 +30,8 @@ class BackendPool:
         self.workers = {
             target.name: WorkerProcess(
                 WorkerSpec(name=target.name, module="higen.backends.serve", args=(target.name,),
-                           memory_limit_mb=memory_limit_mb, start_timeout_s=start_timeout_s),
+                           memory_limit_mb=memory_limit_mb, start_timeout_s=start_timeout_s,
+                           recycle_after=recycle_after),
                 log_dir,
             )
             for target in self.targets

@@ -50,7 +50,8 @@ class Pipeline:
                  pool: BackendPool | None = None):
         self.settings = settings
         self.generator = generator or Generator(log_dir, settings.gen_timeout_s, settings.memory_limit_mb)
-        self.pool = pool or BackendPool(settings.plan.targets, log_dir, settings.timeout_s, settings.memory_limit_mb)
+        self.pool = pool or BackendPool(settings.plan.targets, log_dir, settings.timeout_s, settings.memory_limit_mb,
+                                        recycle_after=settings.recycle_after)
 
     def start(self, run_dir: Path, console: Console) -> None:
         """Start alone (a remote pipeline): its own coverage switches, support learned into ``run_dir``

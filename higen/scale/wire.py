@@ -46,7 +46,8 @@ def settings_to_json(settings: EngineSettings, plan: Plan, timeouts_by_target: d
     coverage = settings.coverage
     return json.dumps({
         "plan": plan_to_json(plan), "timeout_s": settings.timeout_s, "memory_limit_mb": settings.memory_limit_mb,
-        "gen_timeout_s": settings.gen_timeout_s, "nan_policy": settings.nan_policy,
+        "recycle_after": settings.recycle_after, "gen_timeout_s": settings.gen_timeout_s,
+        "nan_policy": settings.nan_policy,
         "tolerances": {dtype: vars(t) for dtype, t in settings.tolerances.items()},
         "learn_support": settings.learn_support, "timeouts_by_target": timeouts_by_target,
         "coverage_families": list(coverage.families) if coverage else None})
@@ -57,7 +58,7 @@ def settings_from_json(text: str) -> tuple[EngineSettings, dict[str, float]]:
     families = data["coverage_families"]
     settings = EngineSettings(
         plan=plan_from_json(data["plan"]), timeout_s=data["timeout_s"], memory_limit_mb=data["memory_limit_mb"],
-        gen_timeout_s=data["gen_timeout_s"], nan_policy=data["nan_policy"],
+        recycle_after=data["recycle_after"], gen_timeout_s=data["gen_timeout_s"], nan_policy=data["nan_policy"],
         tolerances={dtype: Tolerance(**t) for dtype, t in data["tolerances"].items()},
         learn_support=data["learn_support"],
         coverage=CoverageSettings(families=tuple(families)) if families is not None else None)
