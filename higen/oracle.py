@@ -102,11 +102,24 @@ def normalize_message(text: str) -> str:
 
 def first_meaningful_line(text: str) -> str:
     """The first line that says what went wrong, skipping tracebacks, stack frames and blanks."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not _FRAME.match(line)]
-    for line in lines:
-        if re.search(r"error|check failed|exception|assert|unsupported|invalid|fail", line, re.I):
-            return line
-    return lines[0] if lines else ""
+    lines = _meaningful_lines(text)
+    return _error_line(lines) or (lines[0] if lines else "")
+
+
+def crash_line(log_tail: str) -> str:
+    """A crashed worker's last words: the first line that names an error, else the last line it
+    wrote (where it died). Never the first line of the tail, which the tail's window cuts anywhere."""
+    lines = _meaningful_lines(log_tail)
+    return _error_line(lines) or (lines[-1] if lines else "")
+
+
+def _meaningful_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not _FRAME.match(line)]
+
+
+def _error_line(lines: list[str]) -> str:
+    return next((line for line in lines
+                 if re.search(r"error|check failed|exception|assert|unsupported|invalid|fail", line, re.I)), "")
 
 
 # -- comparisons -------------------------------------------------------------------------------
@@ -178,7 +191,7 @@ def _compare_pair(left: str, right: str, outputs: dict[str, Tensors], producers:
 def _failure_finding(outcome: Outcome) -> Finding:
     verdict = Verdict(outcome.status)
     if verdict is Verdict.CRASH:
-        line = first_meaningful_line(outcome.log_tail)
+        line = crash_line(outcome.log_tail)
         what = outcome.signal or outcome.error_type
     elif verdict is Verdict.TIMEOUT:
         line, what = "", "timeout"

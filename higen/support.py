@@ -27,7 +27,8 @@ def cache_dir() -> Path:
 
 
 def _cache_path(target: str, info: dict[str, Any], nnsmith_version: str) -> Path:
-    key = f"{target}-{info.get('runtime')}{info.get('version')}-nnsmith{nnsmith_version}-v{PROBE_VERSION}"
+    build = f"-{info['pipeline']}" if info.get("pipeline") else ""  # what the backend compiles with, if it says
+    key = f"{target}-{info.get('runtime')}{info.get('version')}{build}-nnsmith{nnsmith_version}-v{PROBE_VERSION}"
     return cache_dir() / (key.replace(":", "_").replace("/", "_") + ".json")
 
 

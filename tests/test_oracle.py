@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from higen.backends.base import REFERENCE, Outcome
-from higen.oracle import (Tolerance, Verdict, compare_tensors, first_meaningful_line, judge,
+from higen.oracle import (Tolerance, Verdict, compare_tensors, crash_line, first_meaningful_line, judge,
                           normalize_message)
 
 F32 = np.float32
@@ -89,6 +89,21 @@ def test_signature_of_the_same_error_is_stable_across_tests():
     two = judge(error("Check 'rank != 0' failed at a.cpp:31:\nnode /MatMul_9"), {}, [], {})
     assert one.findings[0].signature == two.findings[0].signature
     assert one.findings[0].key == two.findings[0].key
+
+
+def test_crash_signature_uses_the_last_words_not_the_cut_first_line():
+    """A crash's log tail is a window of the worker's log: its first line is cut anywhere. Two crashes
+    at the same place must share a signature whatever the window caught before it."""
+    log = "".join(f"2026-11-22 03:00:57.{k:09d} [I:onnxruntime:, graph_transformer.cc:15 Apply] "
+                  f"GraphTransformer Pass{k} modified: 0 with status: OK\n" for k in range(40))
+
+    def crash(tail):
+        return {"ort": Outcome(target="ort", status="crash", error_type="crash", signal="SIGSEGV", log_tail=tail)}
+    one, two = judge(crash(log[-1500:]), {}, [], {}), judge(crash(log[-2500:]), {}, [], {})
+    assert one.findings[0].signature == two.findings[0].signature
+    assert one.findings[0].signature.endswith("GraphTransformer Pass39 modified: N with status: OK")
+    assert crash_line("RuntimeError: bad kernel\nlast words") == "RuntimeError: bad kernel"  # an error wins
+    assert crash_line("") == ""
 
 
 def test_first_meaningful_line_skips_frames():

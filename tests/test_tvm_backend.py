@@ -120,6 +120,33 @@ def test_multi_input_multi_output_matches_ort(tmp_path: Path, feeds, opt: str):
         np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("opt", ["O0", "O3"])
+def test_o3_fuses_and_o0_does_not(tmp_path: Path, feeds, opt: str):
+    """O3 is the target's optimizing Relax pipeline (FoldConstant, FuseOps, FuseTIR); O0 the generic one
+    without fusion. Both compute the same numbers, so normal mode compares fused against unfused code."""
+    from tvm.ir.instrument import pass_instrument
+
+    @pass_instrument
+    class Ran:
+        def __init__(self):
+            self.names: set[str] = set()
+
+        def run_before_pass(self, mod, info):
+            self.names.add(info.name)
+
+    ran = Ran()
+    model = two_in_two_out_model()
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    backend = TvmBackend(Target.parse(f"tvm:llvm:{opt}"), instruments=[ran])
+    outputs = backend.run(backend.compile(str(path)), feeds)
+    fusion = {"FoldConstant", "FuseOps", "FuseTIR"}
+    assert ("LegalizeOps" in ran.names) and (fusion <= ran.names if opt == "O3" else not fusion & ran.names)
+    assert backend.describe()["pipeline"] == ("target-fused" if opt == "O3" else "generic")
+    for name, value in run_ort(model, feeds).items():
+        np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-5)
+
+
 def test_scalar_bool_and_shape_outputs(tmp_path: Path):
     """0-d inputs stay 0-d, bool works, and a Shape graph output (a TVM Shape, not a Tensor) is int64."""
     model = make_model(
