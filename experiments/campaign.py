@@ -3,6 +3,7 @@
     python experiments/campaign.py --budget-min 30 --seeds 3 --strategies rl,random
     python experiments/campaign.py --budget-min 30 --seeds 3 --diff-backends ort,tvm,ov   # diff mode
     python experiments/campaign.py --budget-min 30 --seeds 3 --side-by-side   # rl and random at once, one core each
+    python experiments/campaign.py --budget-min 30 --seeds 3 --from-runs runs/campaign-X   # summarize again
     python experiments/campaign.py --budget-min 2 --seeds 1 -- --max-nodes 8   # flags after -- go to every run
 
 Each (seed, strategy) is one ``python -m higen.main`` campaign (``rl_vs_random.campaign``: one after
@@ -10,11 +11,15 @@ the other, strategies interleaved per seed, ``--max-seconds`` with start-up and 
 excluded; with ``--side-by-side`` the strategies of a seed run at the same time, each pinned to its
 own share of the cores: half the wall time on 2 cores, the same machine for each strategy), on ONNX
 Runtime in normal mode unless ``--diff-backends`` is given, with ``--coverage auto`` (ORT: graph
-transformers; TVM: Python arcs; OpenVINO: layers) unless ``--coverage`` says otherwise. Per run: unique bug signatures by verdict kind (the session's ``bug_cases/index.json``),
-validity (tests neither invalid nor unsupported), tests/s, and coverage at the end (last measured
-value of each ``*_covered`` column of ``coverage_by_steps.csv``: structure tokens, ORT
-transformers, TVM Python arcs; empty when the collector was not enabled). Per strategy: mean, standard
-deviation, min and max over the seeds.
+transformers; TVM: Python arcs; OpenVINO: layers) unless ``--coverage`` says otherwise.
+
+Per run: unique bug signatures by verdict kind (the session's ``bug_cases/index.json``), how many of
+them ``higen triage`` leaves untagged (no noise, known-difference or suspicion tag: the likeliest
+real bugs), validity (tests neither invalid nor unsupported), tests/s, and coverage at the end (last
+measured value of each ``*_covered`` column of ``coverage_by_steps.csv``: structure tokens, ORT
+transformers, TVM Python arcs; empty when the collector was not enabled). Per strategy: mean,
+standard deviation, min and max over the seeds. ``--from-runs`` computes all of it again from the
+run folders of an earlier campaign, without running anything.
 
 Writes under --out-dir: campaign.csv (one row per run), campaign_summary.csv (per strategy and
 metric), campaign.png (metrics with their spread, and mean curves over time with a min-max band),
@@ -38,19 +43,24 @@ import numpy as np
 from common import RESULTS, console, higen, machine_note, print_table, pyplot, save_figure, spread, write_csv
 from higen.coverage.plot import load_run
 from higen.oracle import SEVERITY
-from rl_vs_random import campaign, finish_campaign, start_campaign
+from higen.bugs.triage import rank
+from rl_vs_random import campaign, finish_campaign, read_result, start_campaign
 
 KINDS = [str(v) for v in SEVERITY[:7]]  # finding verdicts, most severe first
 COVERAGE = ("structure_covered", "ort_transformers_covered", "tvm_py_covered")  # always reported
-NUMERIC = ("tests", "tests_per_s", "unique_signatures", *(f"sig_{k}" for k in KINDS), "validity", "unique_tokens")
+NUMERIC = ("tests", "tests_per_s", "unique_signatures", "untagged_signatures", *(f"sig_{k}" for k in KINDS),
+           "validity", "unique_tokens")
 
 
 def run_metrics(run_dir: Path) -> dict:
-    """Signatures by verdict kind and coverage at the end, from a finished run folder."""
+    """Signatures by verdict kind, those ``higen triage`` leaves untagged (no noise, known-difference,
+    looks-unsupported, reference-suspect or non-finite tag: the likeliest real bugs), and coverage at
+    the end, from a finished run folder."""
     index_path = run_dir / "bug_cases" / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     kinds = Counter(entry.get("verdict", "?") for entry in index.values())
     metrics = {f"sig_{kind}": kinds.get(kind, 0) for kind in KINDS}
+    metrics["untagged_signatures"] = sum(not ranked.tags for ranked in rank(run_dir)[0]) if index else 0
     table = run_dir / "coverage_by_steps.csv"
     if table.exists():
         with open(table, newline="") as handle:
@@ -141,6 +151,9 @@ def main() -> int:
     parser.add_argument("--coverage", default="auto", help="--coverage of every run (default auto)")
     parser.add_argument("--runs", type=Path, help="where the run folders go (default runs/campaign-<date-time>)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--from-runs", type=Path, metavar="RUNS",
+                        help="summarize the run folders RUNS/<strategy>-<seed> of an earlier campaign instead of "
+                             "running (same --budget-min, --seeds and --strategies)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="run the strategies of one seed at the same time, each pinned to its own cores "
                              "(same conditions for each, half the time; each gets cores / strategies)")
@@ -150,7 +163,7 @@ def main() -> int:
     if args.budget_min <= 0 or args.seeds <= 0 or not strategies or set(strategies) - {"rl", "random"}:
         parser.error("--budget-min and --seeds must be positive, --strategies among rl,random")
     budget_s = 60 * args.budget_min
-    runs = args.runs or Path("runs") / f"campaign-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = args.from_runs or args.runs or Path("runs") / f"campaign-{time.strftime('%Y%m%d-%H%M%S')}"
     extra = ["--coverage", args.coverage, *(["--diff-backends", args.diff_backends] if args.diff_backends else []),
              *args.extra]
     targets = f"diff {args.diff_backends}" if args.diff_backends else f"normal {args.compiler}"
@@ -159,25 +172,29 @@ def main() -> int:
     rows = []
     shares = core_shares(len(strategies)) if args.side_by_side else None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        if shares is None:
+        run_dirs = {strategy: runs / f"{strategy}-{seed}" for strategy in strategies}
+        if args.from_runs:
+            results = [read_result(strategy, seed, budget_s, run_dirs[strategy]) for strategy in strategies]
+        elif shares is None:
+            results = []
             for strategy in strategies:
-                run_dir = runs / f"{strategy}-{seed}"
-                out.print(f"{strategy}, seed {seed}: {budget_s:g} s on {targets} -> {run_dir} ...")
-                rows.append({**campaign(strategy, seed, budget_s, args.compiler, run_dir, extra), "run_dir": run_dir})
-            continue
-        out.print(f"{', '.join(strategies)}, seed {seed}: {budget_s:g} s on {targets}, side by side on cores "
-                  f"{' | '.join(','.join(map(str, sorted(c))) for c in shares)} ...")
-        started = [(strategy, runs / f"{strategy}-{seed}") for strategy in strategies]
-        processes = [start_campaign(strategy, seed, budget_s, args.compiler, run_dir, extra, cpus)
-                     for (strategy, run_dir), cpus in zip(started, shares)]
-        rows += [{**finish_campaign(process, strategy, seed, budget_s, run_dir), "run_dir": run_dir}
-                 for (strategy, run_dir), process in zip(started, processes)]
+                out.print(f"{strategy}, seed {seed}: {budget_s:g} s on {targets} -> {run_dirs[strategy]} ...")
+                results.append(campaign(strategy, seed, budget_s, args.compiler, run_dirs[strategy], extra))
+        else:
+            out.print(f"{', '.join(strategies)}, seed {seed}: {budget_s:g} s on {targets}, side by side on cores "
+                      f"{' | '.join(','.join(map(str, sorted(c))) for c in shares)} ...")
+            processes = [start_campaign(strategy, seed, budget_s, args.compiler, run_dirs[strategy], extra, cpus)
+                         for strategy, cpus in zip(strategies, shares)]
+            results = [finish_campaign(process, strategy, seed, budget_s, run_dirs[strategy])
+                       for strategy, process in zip(strategies, processes)]
+        rows += [{**result, "run_dir": run_dirs[result["strategy"]]} for result in results]
     for row in rows:
         row.update(run_metrics(row["run_dir"]), run_dir=str(row["run_dir"]))
     coverage = list(COVERAGE) + sorted({k for r in rows for k in r if k.endswith("_covered")} - set(COVERAGE))
     metrics = [*NUMERIC, *coverage]
     title = (f"{', '.join(strategies)} on {targets}, {args.budget_min:g} min x {args.seeds} seed(s), "
-             f"{'side by side, ' if shares else ''}{time.strftime('%Y-%m-%d')}, {machine_note()}")
+             f"{'side by side, ' if shares else ''}{time.strftime('%Y-%m-%d')}, "
+             f"{f'summarized from {runs}' if args.from_runs else machine_note()}")
     columns = ["strategy", "seed", *metrics]
     labels = [f"{r['strategy']}-{r['seed']}" for r in rows]
     print_table(f"Campaigns: {title}", [{"metric": m, **{label: r.get(m) for label, r in zip(labels, rows)}}
@@ -214,8 +231,13 @@ def format_spread(stats: dict) -> str:
     if not stats["n"]:
         return ""
     if math.isclose(stats["min"], stats["max"]):
-        return f"{stats['mean']:.4g}"
-    return f"{stats['mean']:.4g} ± {stats['std']:.2g} [{stats['min']:.4g}, {stats['max']:.4g}]"
+        return number(stats["mean"])
+    return f"{number(stats['mean'])} ± {number(stats['std'], 2)} [{number(stats['min'])}, {number(stats['max'])}]"
+
+
+def number(value: float, digits: int = 4) -> str:
+    """Four significant digits, without an exponent for counts in the thousands."""
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
 if __name__ == "__main__":

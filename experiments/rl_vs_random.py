@@ -46,7 +46,15 @@ def finish_campaign(process: subprocess.Popen, strategy: str, seed: int, budget_
     _, stderr = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"{strategy} seed {seed} failed ({process.returncode}): {stderr.strip()[-2000:]}")
-    events = [json.loads(line) for line in (run_dir / "training.log").read_text().splitlines()]
+    return read_result(strategy, seed, budget_s, run_dir)
+
+
+def read_result(strategy: str, seed: int, budget_s: float, run_dir: Path) -> dict:
+    """A finished campaign's figures, from the ``end`` event of its ``training.log``."""
+    log = run_dir / "training.log"
+    if not log.exists():
+        raise SystemExit(f"{run_dir}: no training.log, not a finished campaign")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
     end = next(e for e in reversed(events) if e["event"] == "end")
     tests, verdicts = end["tests"], end["verdicts"]
     invalid = verdicts.get("invalid", 0) + verdicts.get("unsupported", 0)
