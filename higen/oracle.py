@@ -107,10 +107,10 @@ def first_meaningful_line(text: str) -> str:
 
 
 def crash_line(log_tail: str) -> str:
-    """A crashed worker's last words: the first line that names an error, else the last line it
-    wrote (where it died). Never the first line of the tail, which the tail's window cuts anywhere."""
-    lines = _meaningful_lines(log_tail)
-    return _error_line(lines) or (lines[-1] if lines else "")
+    """What a crashed worker said about it: the first line of its log tail that names an error, else
+    nothing. Never any other log line: which ones a tail holds depends on the log level (coverage
+    turns ORT's INFO lines on) and on where the tail's window cuts, so a replay would not match."""
+    return _error_line(_meaningful_lines(log_tail))
 
 
 def _meaningful_lines(text: str) -> list[str]:

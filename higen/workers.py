@@ -43,12 +43,14 @@ DEFAULT_RECYCLE_AFTER = 1000
 class WorkerFailure(Exception):
     """The worker did not answer: it died, hung or outgrew its memory cap. It will be restarted."""
 
-    def __init__(self, kind: str, detail: str, log_tail: str = "", signal_name: str | None = None):
+    def __init__(self, kind: str, detail: str, log_tail: str = "", signal_name: str | None = None,
+                 stage: str = ""):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind  # "crash" | "timeout" | "oom"
         self.detail = detail
         self.log_tail = log_tail
         self.signal_name = signal_name
+        self.stage = stage  # the last stage the worker announced (see progress()) before it failed
 
 
 class WorkerStartError(RuntimeError):
@@ -84,6 +86,7 @@ class WorkerProcess:
         self.recycles = 0  # planned, after ``spec.recycle_after`` requests
         self.served = 0  # requests answered by the current child
         self._starting = False
+        self.stage = ""  # the stage the pending request last announced (progress lines)
         self._buffer = b""
         self._log_offset = 0
         self._deadline = 0.0
@@ -193,6 +196,7 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size
         self._deadline = time.monotonic() + timeout_s
         self._pending = True
+        self.stage = ""
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
 
@@ -219,7 +223,7 @@ class WorkerProcess:
             self._buffer += chunk
             if b"\n" in self._buffer:
                 break
-        line = self._take_line()
+        line = self._take_reply()
         if line is not None:
             self._pending = False
             reply = json.loads(line)
@@ -243,6 +247,14 @@ class WorkerProcess:
             self.stop()
             self.launch()
 
+    def _take_reply(self) -> bytes | None:
+        """The next complete reply line; progress lines before it only update :attr:`stage`."""
+        line = self._take_line()
+        while line is not None and line.startswith(PROGRESS_PREFIX):
+            self.stage = json.loads(line)["stage"]
+            line = self._take_line()
+        return line
+
     def _take_line(self) -> bytes | None:
         if b"\n" not in self._buffer:
             return None
@@ -264,9 +276,10 @@ class WorkerProcess:
 
     def _fail(self, kind: str, detail: str, signal_name: str | None = None) -> None:
         tail = self.log_tail()
+        self._take_reply()  # read the stage announced last, even in the final chunk
         self.stop()
         self.restarts += 1
-        raise WorkerFailure(kind, detail, tail, signal_name)
+        raise WorkerFailure(kind, detail, tail, signal_name, self.stage)
 
     def log_tail(self, max_chars: int = 4000) -> str:
         """What the child wrote to stdout/stderr since the current request was submitted."""
@@ -280,6 +293,16 @@ class WorkerProcess:
 
 # -- child side ------------------------------------------------------------------------------
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+PROGRESS_PREFIX = b'{"progress"'
+_channel = None  # the protocol pipe of this worker process, once serve() opened it
+
+
+def progress(stage: str) -> None:
+    """Announce, inside a worker, the stage the current request enters (``compile``, ``run``), so
+    that a crash or hang that follows is reported with its stage. Does nothing outside a worker."""
+    if _channel is not None:
+        _channel.write(json.dumps({"progress": True, "stage": stage}) + "\n")
+        _channel.flush()
 
 
 def serve(make_handler: Callable[[], tuple[Handler, dict[str, Any]]]) -> None:
@@ -288,7 +311,8 @@ def serve(make_handler: Callable[[], tuple[Handler, dict[str, Any]]]) -> None:
     Replies go to a private pipe (``HIGEN_PROTOCOL_FD``); stdout and stderr go to the worker log, so
     a native library that prints cannot corrupt the protocol.
     """
-    channel = os.fdopen(int(os.environ["HIGEN_PROTOCOL_FD"]), "w", buffering=1)
+    global _channel
+    channel = _channel = os.fdopen(int(os.environ["HIGEN_PROTOCOL_FD"]), "w", buffering=1)
 
     def reply(message: dict[str, Any]) -> None:
         channel.write(json.dumps(message) + "\n")

@@ -25,7 +25,7 @@ from higen.tensors import load_tensors, save_tensors
 from higen.testcase import TestCase as GeneratedTest
 from test_bugs_common import RELU_CLIP_PAIRS, RELU_CLIP_TARGETS, relu_clip_chain, save_case
 
-SEGV = "crash|fault:segfault||SIGSEGV|"
+SEGV = "crash|fault:segfault|run|SIGSEGV|"
 
 
 def session(run_root: Path, tests: int, examples: int = 1) -> list:

@@ -57,8 +57,8 @@ def test_pool_survives_every_fault_and_keeps_serving(relu_add_case, tmp_path):
             assert set(outcomes) == set(names)
 
             segv, abrt = outcomes["fault:segfault"], outcomes["fault:abort"]
-            assert (segv.status, segv.signal, segv.error_type) == ("crash", "SIGSEGV", "crash")
-            assert (abrt.status, abrt.signal, abrt.error_type) == ("crash", "SIGABRT", "crash")
+            assert (segv.status, segv.signal, segv.error_type, segv.stage) == ("crash", "SIGSEGV", "crash", "run")
+            assert (abrt.status, abrt.signal, abrt.error_type, abrt.stage) == ("crash", "SIGABRT", "crash", "run")
             assert "SIGSEGV" in segv.message and "SIGABRT" in abrt.message
 
             hang = outcomes["fault:hang"]
@@ -171,8 +171,8 @@ def test_large_output_round_trips_exactly(tmp_path):
 
 
 # -- a whole engine that keeps going through faults -----------------------------------------------
-SEGV_SIGNATURE = "crash|fault:segfault||SIGSEGV|"
-HANG_SIGNATURE = "timeout|fault:hang||timeout|"
+SEGV_SIGNATURE = "crash|fault:segfault|run|SIGSEGV|"  # the worker announced "run" before it died
+HANG_SIGNATURE = "timeout|fault:hang|run|timeout|"
 
 
 def test_engine_campaign_survives_faults_and_deduplicates(tmp_path):

@@ -86,8 +86,9 @@ class BackendPool:
                 return None
         except WorkerFailure as failure:
             return Outcome(target=name, status="timeout" if failure.kind == "timeout" else "crash",
-                           error_type=failure.kind, message=failure.detail, log_tail=failure.log_tail,
-                           signal=failure.signal_name, wall_s=time.perf_counter() - began)
+                           stage=failure.stage, error_type=failure.kind, message=failure.detail,
+                           log_tail=failure.log_tail, signal=failure.signal_name,
+                           wall_s=time.perf_counter() - began)
         outcome = Outcome(
             target=name, status=reply["status"], stage=reply.get("stage", ""),
             error_type=reply.get("error_type", ""), message=reply.get("message", ""),

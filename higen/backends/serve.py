@@ -17,7 +17,7 @@ from higen.backends.base import Backend, Target, Unsupported
 from higen.backends.registry import create_backend
 from higen.coverage.worker import from_env as worker_coverage
 from higen.tensors import load_tensors, save_tensors
-from higen.workers import serve
+from higen.workers import progress, serve
 
 
 def execute(backend: Backend, request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -26,8 +26,10 @@ def execute(backend: Backend, request: dict[str, Any]) -> tuple[dict[str, Any], 
     stage, timings, compiled = "compile", {"compile_s": 0.0, "run_s": 0.0}, None
     started = time.perf_counter()
     try:
+        progress(stage)
         compiled = backend.compile(request["model"])
         timings["compile_s"], stage = time.perf_counter() - started, "run"
+        progress(stage)
         inputs = load_tensors(request["inputs"])
         started = time.perf_counter()
         outputs = backend.run(compiled, inputs)

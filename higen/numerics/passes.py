@@ -28,7 +28,7 @@ from typing import Any, Callable
 from higen.backends.base import Outcome
 from higen.backends.pool import BackendPool
 from higen.oracle import first_meaningful_line, normalize_message
-from higen.workers import POLL_INTERVAL_S
+from higen.workers import POLL_INTERVAL_S, WorkerFailure
 
 #: ORT's rewrite rules by the rule-based transformer that runs them (names as ``RewriteRule(name)``).
 ORT_RULES = {
@@ -77,7 +77,13 @@ class SwitchablePool(BackendPool):
         return outcome
 
     def switches(self, target: str, model_path: Path) -> dict[str, Any]:
-        return self.workers[target].call({"op": "switches", "model": str(model_path)}, self.timeout_s)
+        """The switches ``target`` offers for this model; none, said plainly, when listing them (which
+        compiles the model) crashes or hangs the worker, as a compile-time crash does."""
+        try:
+            return self.workers[target].call({"op": "switches", "model": str(model_path)}, self.timeout_s)
+        except WorkerFailure as failure:
+            return {"switches": [], "note": f"listing the switches compiles the model, and the worker failed "
+                                            f"({failure.kind}: {failure.detail})"}
 
 
 def _failure_key(outcome: Outcome) -> str:
