@@ -13,9 +13,8 @@ own share of the cores: half the wall time on 2 cores, the same machine for each
 Runtime in normal mode unless ``--diff-backends`` is given, with ``--coverage auto`` (ORT: graph
 transformers; TVM: Python arcs; OpenVINO: layers) unless ``--coverage`` says otherwise.
 
-Per run: unique bug signatures by verdict kind (the session's ``bug_cases/index.json``), how many of
-them ``higen triage`` leaves untagged (no noise, known-difference or suspicion tag: the likeliest
-real bugs), validity (tests neither invalid nor unsupported), tests/s, and coverage at the end (last
+Per run: bugs (credible root causes: the headline) by kind from the run's ``root_causes.json``,
+root causes of noise, unique signatures (symptoms, shown for comparison with older results), validity (tests neither invalid nor unsupported), tests/s, and coverage at the end (last
 measured value of each ``*_covered`` column of ``coverage_by_steps.csv``: structure tokens, ORT
 transformers, TVM Python arcs; empty when the collector was not enabled). Per strategy: mean,
 standard deviation, min and max over the seeds. ``--from-runs`` computes all of it again from the
@@ -42,25 +41,21 @@ import numpy as np
 
 from common import RESULTS, console, higen, machine_note, print_table, pyplot, save_figure, spread, write_csv
 from higen.coverage.plot import load_run
-from higen.oracle import SEVERITY
-from higen.bugs.triage import rank
+from higen.bugs.store import CAUSES_INDEX, RootCauseIndex
 from rl_vs_random import campaign, finish_campaign, read_result, start_campaign
 
-KINDS = [str(v) for v in SEVERITY[:7]]  # finding verdicts, most severe first
+ROOT_KINDS = ("crash", "timeout", "error", "value", "nan_inf", "shape", "dtype")  # root-cause kinds
 COVERAGE = ("structure_covered", "ort_transformers_covered", "tvm_py_covered")  # always reported
-NUMERIC = ("tests", "tests_per_s", "unique_signatures", "untagged_signatures", *(f"sig_{k}" for k in KINDS),
+NUMERIC = ("bugs", *(f"bugs_{k}" for k in ROOT_KINDS), "noise_causes", "tests", "tests_per_s", "unique_signatures",
            "validity", "unique_tokens")
 
 
 def run_metrics(run_dir: Path) -> dict:
-    """Signatures by verdict kind, those ``higen triage`` leaves untagged (no noise, known-difference,
-    looks-unsupported, reference-suspect or non-finite tag: the likeliest real bugs), and coverage at
-    the end, from a finished run folder."""
-    index_path = run_dir / "bug_cases" / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    kinds = Counter(entry.get("verdict", "?") for entry in index.values())
-    metrics = {f"sig_{kind}": kinds.get(kind, 0) for kind in KINDS}
-    metrics["untagged_signatures"] = sum(not ranked.tags for ranked in rank(run_dir)[0]) if index else 0
+    """Bugs (credible root causes, aliases found by reduction merged) by kind, from the run's
+    ``root_causes.json``, and coverage at the end, from a finished run folder."""
+    index = RootCauseIndex(run_dir).load() if (run_dir / CAUSES_INDEX).exists() else {}
+    kinds = Counter(c.get("kind", "?") for c in index.values() if not c.get("noise") and not c.get("alias_of"))
+    metrics = {f"bugs_{kind}": kinds.get(kind, 0) for kind in ROOT_KINDS}
     table = run_dir / "coverage_by_steps.csv"
     if table.exists():
         with open(table, newline="") as handle:
@@ -76,7 +71,7 @@ def curves(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarray]:
     found: dict[str, list[np.ndarray]] = {}
     for path in run_dirs:
         run = load_run(path, path.name)
-        named = {"unique signatures": [(t, v) for _, t, v in run.signatures],
+        named = {"bugs": [(t, v) for _, t, v in run.bugs], "unique signatures": [(t, v) for _, t, v in run.signatures],
                  "tests": [(t, i) for i, t, _ in run.signatures]}
         named.update({name: [(t, v) for _, t, v in points] for name, points in run.series.items()
                       if not name.endswith("(gcovr)")})
@@ -102,8 +97,8 @@ def summarize(rows: list[dict], strategies: list[str], metrics: list[str]) -> li
 def plot(rows, summary, strategies, metrics, grid, by_strategy, out: Path, title: str) -> None:
     plt = pyplot()
     panels = [m for m in metrics if any(s["metric"] == m and s["n"] for s in summary)]
-    names = ["unique signatures", "tests"] + sorted({n for c in by_strategy.values() for n in c} -
-                                                   {"unique signatures", "tests"})
+    names = ["bugs", "unique signatures", "tests"] + sorted({n for c in by_strategy.values() for n in c} -
+                                                           {"bugs", "unique signatures", "tests"})
     width = max(len(panels), len(names))
     figure, axes = plt.subplots(2, width, figsize=(3.2 * width, 7), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -208,7 +203,8 @@ def main() -> int:
     write_csv(args.out_dir / "campaign_summary.csv", summary, ["strategy", "metric", "mean", "std", "min", "max", "n"])
     grid = np.linspace(0, budget_s, 121)
     by_strategy = {s: curves([Path(r["run_dir"]) for r in rows if r["strategy"] == s], grid) for s in strategies}
-    plot(rows, summary, strategies, ["unique_signatures", "validity", "tests_per_s", *coverage], grid, by_strategy,
+    plot(rows, summary, strategies, ["bugs", "noise_causes", "unique_signatures", "validity", "tests_per_s", *coverage],
+         grid, by_strategy,
          args.out_dir / "campaign.png", title)
     higen("plot", *(r["run_dir"] for r in rows), "--labels", ",".join(labels),
           "--out", str(args.out_dir / "campaign_curves.png"), "--title", title)

@@ -41,6 +41,8 @@ def process_name(pid: int) -> str | None:
         module, rest = argv[argv.index("-m") + 1], [a for a in argv[argv.index("-m") + 2:] if a]
         if module == "higen.generation.serve":
             return "generator"
+        if module == "higen.bugs.analyst_serve":
+            return "analyst"
         if module == "higen.backends.serve" and rest:
             return rest[0]
         return module

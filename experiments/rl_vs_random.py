@@ -5,7 +5,7 @@
 
 Each (strategy, seed) is one ``python -m higen.main`` campaign with ``--max-seconds`` (start-up and
 op-support learning excluded), run one after the other so each has the whole machine. From its
-``training.log``: unique bug signatures, validity ratio (tests neither invalid nor unsupported),
+``training.log``: bugs (credible root causes), root causes of noise, unique signatures, validity ratio (tests neither invalid nor unsupported),
 structure coverage (distinct tokens seen: ops, edges, dtype/rank per op, bucketed attributes) and
 tests/s. Prints a table and writes a CSV (default ``experiments/results/rl_vs_random.csv``).
 """
@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 STRATEGIES = ("rl", "random")
-COLUMNS = ("strategy", "seed", "budget_s", "tests", "tests_per_s", "unique_signatures", "validity",
-           "unique_tokens", "verdicts")
+COLUMNS = ("strategy", "seed", "budget_s", "tests", "tests_per_s", "bugs", "noise_causes", "unique_signatures",
+           "validity", "unique_tokens", "verdicts")
 
 
 def start_campaign(strategy: str, seed: int, budget_s: float, compiler: str, run_dir: Path, extra: list[str],
@@ -60,6 +60,7 @@ def read_result(strategy: str, seed: int, budget_s: float, run_dir: Path) -> dic
     invalid = verdicts.get("invalid", 0) + verdicts.get("unsupported", 0)
     return {"strategy": strategy, "seed": seed, "budget_s": budget_s, "tests": tests,
             "tests_per_s": round(tests / end["wall_s"], 2) if end["wall_s"] else 0.0,
+            "bugs": end.get("bugs", ""), "noise_causes": end.get("noise_causes", ""),  # "": logged before root causes
             "unique_signatures": end["unique_signatures"],
             "validity": round(1 - invalid / tests, 4) if tests else 0.0,
             "unique_tokens": end["unique_tokens"], "verdicts": json.dumps(verdicts, sort_keys=True)}

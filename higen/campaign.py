@@ -1,8 +1,8 @@
 """A campaign without RL: a strategy proposes configs, the engine runs them, progress is shown.
 
 Generation of the next test overlaps execution of the current one. Every test is logged to
-``training.log``; each big epoch writes a summary line. Ctrl-C stops after the current test with
-everything already found kept on disk.
+``training.log``; each big epoch writes a summary line and a checkpoint. Ctrl-C stops after the
+current test with everything already found kept on disk; ``--resume`` continues the run.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -20,9 +22,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from higen.coverage.manager import STRUCTURE
 from higen.engine import Engine, TestResult
 from higen.envs.decoder import describe_config
-from higen.run_dir import RunLog
+from higen.generation.client import GENERATOR_TIMEOUT
+from higen.run_dir import LogHistory, RunLog
 from higen.strategies import Strategy
 
 
@@ -35,6 +39,9 @@ class CampaignSummary:
     cases: list[str] = field(default_factory=list)
     interrupted: bool = False
     unique_tokens: int = 0  # structure coverage: distinct tokens (op, edge, dtype, rank, attr) seen
+    generator_timeouts: int = 0  # tests whose generation overran the limit (this session)
+    bugs: int = 0  # credible root causes (the bug store's)
+    noise_causes: int = 0
 
     @property
     def tests_per_s(self) -> float:
@@ -54,55 +61,102 @@ def make_progress(console: Console, enabled: bool = True) -> Progress:
 
 
 def report_test(result: TestResult, summary: CampaignSummary, log: RunLog, progress: Progress, **extra) -> None:
-    """Log one test and announce its saved bug case, if any (shared by every strategy)."""
-    log.write("test", **result.to_json(), free=result.config.extra.get("free", []), **extra)
+    """Log one test (with its whole config, so ``higen regenerate`` rebuilds it) and announce its
+    saved bug case, if any (shared by every strategy)."""
+    config = {k: v for k, v in result.config.to_json().items() if k != "extra"}
+    log.write("test", **result.to_json(), free=result.config.extra.get("free", []), config=config, **extra)
+    summary.generator_timeouts += result.reason.startswith(GENERATOR_TIMEOUT)
     if result.case:
         summary.cases.append(result.case)
         progress.console.print(f"[red]finding[/red] {result.verdict} -> bug_cases/{result.case}")
 
 
-def run_campaign(engine: Engine, strategy: Strategy, total_tests: int, small_epochs: int, log: RunLog,
-                 progress: Progress, max_seconds: float | None = None) -> CampaignSummary:
-    """Run ``total_tests`` tests (fewer if ``max_seconds`` pass first); a big epoch is ``small_epochs``
-    tests (one summary line each)."""
+def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, small_epochs: int, log: RunLog,
+                 progress: Progress, max_seconds: float | None = None, history: LogHistory | None = None,
+                 checkpoint: Callable[[str, int, dict[str, Any]], Any] | None = None) -> CampaignSummary:
+    """Run tests until ``total_tests`` (None: no cap) or ``max_seconds`` of campaign time; a big epoch
+    is ``small_epochs`` tests (one summary line each). ``history``: a resumed run's log, continued
+    (test indices, campaign time; ``strategy`` and the engine are already restored). ``checkpoint(reason,
+    tests, strategy_state)`` is called after each big epoch and on Ctrl-C with the strategy's state
+    as of that many tests (the strategy runs ahead by the tests in flight)."""
+    history = history or LogHistory()
     summary = CampaignSummary()
-    began = time.perf_counter()
-    task = progress.add_task("fuzzing", total=total_tests, stats="")
+    began = time.perf_counter() - history.elapsed_s
+    task = progress.add_task("fuzzing", total=total_tests, completed=history.tests, stats="")
     epoch: list[TestResult] = []
-    tokens: set[str] = set()
+    tokens: set[str] = set(engine.coverage.union.get(STRUCTURE, ()))
     depth = max(1, engine.depth)  # tests in flight: 1, or a few per pipeline (higen.scale)
+    done = submitted = history.last_index
+    snapshots: dict[int, dict[str, Any]] = {}  # proposals made -> the strategy's state then
+
+    def propose():
+        if checkpoint is not None:
+            snapshots[submitted] = strategy.state()
+        return strategy.propose()
+
+    def more() -> bool:
+        return ((total_tests is None or submitted < total_tests)
+                and not (max_seconds and time.perf_counter() - began >= max_seconds))
+
+    def state_after(tests: int) -> dict[str, Any]:
+        for stale in [k for k in snapshots if k < tests]:
+            del snapshots[stale]
+        return snapshots.get(tests) or strategy.state()
+
     try:
-        submitted = 0
-        while submitted < min(depth, total_tests):
-            engine.submit(strategy.propose())
+        if checkpoint is not None and not done:  # resumable from the first test on
+            checkpoint("start", 0, strategy.state())
+        while submitted - done < depth and more():
+            engine.submit(propose())
             submitted += 1
-        for done in range(1, total_tests + 1):
-            more = submitted < total_tests and not (max_seconds and time.perf_counter() - began >= max_seconds)
-            result = engine.finish(prefetch=strategy.propose() if more else None)
-            submitted += more
-            last = done == submitted
+        while done < submitted:
+            following = propose() if more() else None
+            result = engine.finish(prefetch=following)
+            submitted += following is not None
+            done += 1
             report_test(result, summary, log, progress)
             tokens.update(result.tokens)
             epoch.append(result)
-            if len(epoch) == small_epochs or last:
+            # the time budget is spent: a test generated ahead is dropped, not run past the budget
+            last = done == submitted or bool(max_seconds and time.perf_counter() - began >= max_seconds)
+            if done % small_epochs == 0 or last:
                 log.write("big_epoch", epoch=(done - 1) // small_epochs, **epoch_summary(epoch),
                           unique_tokens=len(tokens))
                 epoch = []
+                if checkpoint is not None:
+                    checkpoint("end" if last else "epoch", done, state_after(done))
             progress.update(task, advance=1, stats=stats_line(engine, began))
             if last:
                 break
     except KeyboardInterrupt:
         summary.interrupted = True
+        if checkpoint is not None:
+            checkpoint("interrupt", done, state_after(done))
         progress.console.print("[yellow]interrupted: bug cases found so far are saved[/yellow]")
     return finish_summary(summary, engine, began, len(tokens))
 
 
-def run_rl_campaign(trainer, total_tests: int, log: RunLog, progress: Progress) -> CampaignSummary:
+def campaign_checkpointer(run_dir: Path, context: dict[str, Any], small_epochs: int
+                          ) -> Callable[[str, int, dict[str, Any]], Path]:
+    """``checkpoint`` for ``run_campaign``: ``checkpoints/ckpt-<big epochs>-<tests>/run_state.json`` with
+    the command line (for ``--resume``), the tests done and the strategy's state (its RNG included)."""
+    from higen.agents.checkpoint import write_checkpoint
+
+    def save(reason: str, tests: int, strategy_state: dict[str, Any]) -> Path:
+        big_epochs = tests // small_epochs
+        return write_checkpoint(run_dir / "checkpoints", f"ckpt-{big_epochs:06d}-{tests:09d}", {}, None,
+                                {"reason": reason, "context": context, "tests": tests, "big_epochs": big_epochs,
+                                 "strategy": strategy_state})
+
+    return save
+
+
+def run_rl_campaign(trainer, total_tests: int | None, log: RunLog, progress: Progress) -> CampaignSummary:
     """Run a ``higen.agents.trainer.HierarchicalTrainer`` with the same logging and display as
     ``run_campaign`` (it writes the big-epoch lines and checkpoints itself)."""
     summary = CampaignSummary()
     engine = trainer.engine
-    began = time.perf_counter()
+    began = trainer.state.began  # a resumed run's campaign time continues
     task = progress.add_task("fuzzing (rl)", total=total_tests, completed=trainer.state.tests, stats="")
 
     def on_test(result: TestResult, terms) -> None:
@@ -123,6 +177,7 @@ def finish_summary(summary: CampaignSummary, engine: Engine, began: float, uniqu
     summary.wall_s = time.perf_counter() - began
     summary.verdicts = Counter(engine.verdicts)
     summary.unique_signatures = len(engine.signatures)
+    summary.bugs, summary.noise_causes = len(engine.bugs), len(engine.noise)
     summary.unique_tokens = unique_tokens
     return summary
 
@@ -132,4 +187,5 @@ def epoch_summary(results: list[TestResult]) -> dict:
     return {"tests": len(results), "verdicts": dict(verdicts),
             "validity": sum(r.valid for r in results) / len(results),
             "new_signatures": sum(len(r.new_signatures) for r in results),
+            "bugs": sum(len(r.bugs) for r in results), "new_bugs": sum(len(r.new_bugs) for r in results),
             "configs": [describe_config(r.config) for r in results]}

@@ -1,4 +1,5 @@
-"""``higen doctor``: each backend, its version and the devices it sees; coverage tools too.
+"""``higen doctor``: each backend, its version and the devices it sees; the other releases in the
+runtime cache (``higen runtimes``) and whether they import; coverage tools too.
 
 Every runtime is probed in a child process so a broken install cannot take the doctor down.
 """
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from higen.modes import gpu_present
+from higen.runtimes import describe_installed, runtimes_dir
 
 PROBES = {
     "onnxruntime": "import onnxruntime as m; r = {'version': m.__version__, 'devices': m.get_available_providers()}",
@@ -54,6 +56,10 @@ def command_doctor(argv: list[str]) -> int:
             table.add_row(name, "[red]missing[/red]", result["error"][:120])
         else:
             table.add_row(name, result["version"], ", ".join(result["devices"]))
+    for row in describe_installed():  # not counted against health: a campaign only uses what it names
+        note = "imports" if row["imports"] else f"[red]does not import: {row['problem'][:100]}[/red]"
+        table.add_row(f"{row['distribution']} (cache)", row["version"], f"target {row['target']}; {note}")
+    table.add_row("runtime cache", "", str(runtimes_dir()))
     for tool in ("gcc", "gcov", "gcovr"):
         table.add_row(tool, tool_version(tool), "coverage of instrumented builds")
     table.add_row("GPU", "present" if gpu_present() else "absent", "GPU targets run only when present")

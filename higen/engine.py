@@ -19,12 +19,15 @@ from rich.console import Console
 from higen import __version__
 from higen.backends.base import REFERENCE, Outcome
 from higen.backends.pool import BackendPool
-from higen.bugs.store import BugStore
+from higen.bugs.locate import Analyst, Identifier
+from higen.bugs.background import BackgroundReducer
+from higen.bugs.store import BugStore, Recorded, cause_key
 from higen.coverage.manager import CoverageManager, CoverageSettings
 from higen.generation.client import GEN_TIMEOUT_S, Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.modes import Plan
 from higen.numerics.stats import NumericsRecorder
+from higen.run_dir import LogHistory
 from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
 from higen.support import learn_support
 from higen.tensors import load_tensors, scratch_dir
@@ -45,6 +48,9 @@ class EngineSettings:
     learn_support: bool = True
     coverage: CoverageSettings | None = None  # None: structure coverage only (see higen.coverage)
     numerics: bool = False  # per-op NaN/Inf/overflow counts to numerics.jsonl (one more run per test)
+    root_causes: bool = True  # localize every finding to its root cause (higen.bugs.locate); off: signatures only
+    reduce: str = "auto"  # auto: reduce the first case of each new credible root cause in the background; off
+    reduce_budget_s: float = 120.0  # seconds one background reduction may search
 
 
 @dataclass
@@ -55,6 +61,9 @@ class TestResult:
     reason: str = ""  # why invalid
     findings: list[Finding] = field(default_factory=list)
     new_signatures: list[str] = field(default_factory=list)
+    new_bugs: list[str] = field(default_factory=list)  # credible root causes new to the run root
+    new_noise: list[str] = field(default_factory=list)  # root causes of noise new to the run root
+    bugs: list[str] = field(default_factory=list)  # the test's credible root causes, new or not
     case: str | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     tokens: list[str] = field(default_factory=list)
@@ -70,6 +79,9 @@ class TestResult:
         return {"index": self.index, "verdict": str(self.verdict), "reason": self.reason,
                 "seed": self.config.seed, "method": self.config.method, "n_nodes": self.n_nodes,
                 "findings": [f.signature for f in self.findings], "new": len(self.new_signatures),
+                "root_causes": [(f.root_cause or {}).get("key", f.signature) for f in self.findings],
+                "noise": [bool((f.root_cause or {}).get("noise")) for f in self.findings],
+                "new_bugs": self.new_bugs, "new_noise": len(self.new_noise),
                 "case": self.case, "timings": {k: round(v, 5) for k, v in self.timings.items()},
                 "outcomes": {t: o.status for t, o in self.outcomes.items()}, "coverage_new": self.coverage_new}
 
@@ -89,11 +101,20 @@ class Engine:
                                 recycle_after=settings.recycle_after)
         self.coverage = CoverageManager(settings.coverage, self.run_dir, [t.name for t in settings.plan.targets])
         self.coverage.configure(self.pool)
-        self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature)
+        self.analyst = Analyst(logs, settings.timeout_s, settings.memory_limit_mb)
+        self.identifier = Identifier(self.pool, self.analyst, settings.tolerances, settings.nan_policy,
+                                     settings.root_causes)
+        self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature,
+                              write_extras=self.analyst.write_extras)
+        self.reducer = BackgroundReducer(logs, settings.reduce_budget_s, settings.timeout_s, settings.memory_limit_mb) \
+            if settings.reduce == "auto" else None
         self.numerics = NumericsRecorder(self.run_dir) if settings.numerics else None
         self.work = scratch_dir("higen-tests-")
         self.verdicts: Counter[str] = Counter()
         self.signatures: set[str] = set()
+        self.bugs: set[str] = set()  # credible root causes seen by this engine
+        self.noise: set[str] = set()  # root causes of noise seen by this engine
+        self.aliases: set[str] = set()  # root causes whose reduction showed them to be an earlier one
         self.tests_done = 0
         self._submitted = 0
         self._pending: tuple[int, Path] | None = None
@@ -103,8 +124,10 @@ class Engine:
         """Start every worker in parallel, drop absent optional (GPU) targets with a plain warning,
         then learn what the targets support. Raises WorkerStartError for a required target."""
         launch_workers(self.generator, self.pool)
+        self.analyst.launch()
         try:
             self.settings.plan = wait_workers(self.generator, self.pool, self.settings.plan, self.console)
+            self.analyst.wait_ready()
         except WorkerStartError:
             self.close()
             raise
@@ -119,6 +142,9 @@ class Engine:
     def close(self) -> None:
         self.generator.close()
         self.pool.close()
+        self.analyst.close()
+        if self.reducer:
+            self.reducer.close()
         self.coverage.close()
         if self.numerics:
             self.numerics.close()
@@ -149,7 +175,7 @@ class Engine:
         if prefetch is not None:
             self.submit(prefetch)
         try:
-            executed = execute(self.pool, self.settings, generated.test) if generated.valid else None
+            executed = execute(self.pool, self.settings, generated.test, self.identifier) if generated.valid else None
             result = self._conclude(index, generated, executed)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
@@ -162,10 +188,33 @@ class Engine:
         self.submit(config)
         return self.finish()
 
+    def restore_counters(self, history: LogHistory) -> None:
+        """Continue a resumed run's counters and test indices (from its training.log), and the root
+        causes that background reductions showed to be aliases (from root_causes.json)."""
+        self.tests_done, self._submitted = history.tests, history.last_index
+        self.verdicts, self.signatures = Counter(history.verdicts), set(history.signatures)
+        self.aliases = {key for key, entry in self.store.causes.load().items() if entry.get("alias_of")}
+        self.bugs, self.noise = set(history.bugs) - self.aliases, set(history.noise)
+
     def _count(self, result: TestResult) -> None:
         self.tests_done += 1
         self.verdicts[str(result.verdict)] += 1
         self.signatures.update(f.signature for f in result.findings)
+        self.bugs.update(key for key in result.bugs if key not in self.aliases)
+        self.noise.update((f.root_cause or {}).get("key", f.signature) for f in result.findings
+                          if (f.root_cause or {}).get("noise"))
+
+    def _reduce_in_background(self, judgement: Judgement, stored: Recorded) -> None:
+        """Queue the new credible root causes' first case; book the reductions that finished."""
+        if self.reducer is None:
+            return
+        for job, summary in self.reducer.poll():
+            if self.store.note_reduction(job.key, summary):
+                self.aliases.add(job.key)  # an alias of an earlier root cause: one defect
+                self.bugs.discard(job.key)
+        for key in stored.new_bugs if stored.case else ():
+            finding = next(f for f in judgement.findings if cause_key(f) == key)
+            self.reducer.submit(self.store.root / stored.case, finding.signature, key)
 
     def case_context(self, versions: dict[str, Any] | None = None, plan: Plan | None = None) -> dict[str, Any]:
         """What a saved case records about the run (versions of the workers that ran it, the oracle)."""
@@ -187,16 +236,16 @@ class Engine:
         if self.numerics:
             self.numerics.record(self.pool, index, test, outcomes)
         recorded = time.perf_counter()
-        new, case = [], None
-        if judgement.findings:
-            new, case = self.store.record(test, judgement, outcomes, context or self.case_context())
-        timings = {"exec_s": executed.timings["exec_s"], "coverage_s": covered - began,
-                   "judge_s": executed.timings["judge_s"], "numerics_s": recorded - covered,
+        stored = self.store.record(test, judgement, outcomes, context or self.case_context()) \
+            if judgement.findings else Recorded()
+        self._reduce_in_background(judgement, stored)
+        timings = {**executed.timings, "coverage_s": covered - began, "numerics_s": recorded - covered,
                    "store_s": time.perf_counter() - recorded}
         timings.update({f"{name}_s": o.compile_s + o.run_s for name, o in outcomes.items()})
-        return TestResult(index, test.config, judgement.verdict, findings=judgement.findings, new_signatures=new,
-                          case=case, outcomes=outcomes, tokens=test.tokens, n_nodes=test.n_nodes, timings=timings,
-                          coverage_new=coverage_new)
+        return TestResult(index, test.config, judgement.verdict, findings=judgement.findings,
+                          new_signatures=stored.new_signatures, new_bugs=stored.new_bugs, new_noise=stored.new_noise,
+                          bugs=stored.bugs, case=stored.case, outcomes=outcomes, tokens=test.tokens,
+                          n_nodes=test.n_nodes, timings=timings, coverage_new=coverage_new)
 
 
 @dataclass
@@ -206,19 +255,28 @@ class Executed:
 
     outcomes: dict[str, Outcome]
     judgement: Judgement
-    timings: dict[str, float]  # exec_s, judge_s
+    timings: dict[str, float]  # exec_s, judge_s, locate_s
 
 
-def execute(pool: BackendPool, settings: EngineSettings, test: TestCase) -> Executed:
-    """Run ``test`` on every target of ``pool`` and judge the outcomes against the reference."""
+def execute(pool: BackendPool, settings: EngineSettings, test: TestCase,
+            identifier: Identifier | None = None) -> Executed:
+    """Run ``test`` on every target of ``pool``, judge the outcomes against the reference, and give
+    every finding its root cause (with an ``identifier``; its workers bound the time it takes)."""
     began = time.perf_counter()
     outcomes = pool.run(test.model_path, test.inputs_path, test.directory)
+    if test.config.inputs == "maximize":  # error-maximizing inputs (docs/numerics.md)
+        from higen.numerics.maxfuzz import maximize_test
+
+        outcomes = maximize_test(pool, settings.plan, test, outcomes)
     executed = time.perf_counter()
     outputs = {REFERENCE: load_tensors(test.reference_path)}
     outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
     judgement = judge(outcomes, outputs, settings.plan.pairs, test.producers, settings.tolerances,
                       pool.internal_precision(), settings.nan_policy)
-    return Executed(outcomes, judgement, {"exec_s": executed - began, "judge_s": time.perf_counter() - executed})
+    timings = {"exec_s": executed - began, "judge_s": time.perf_counter() - executed}
+    if identifier is not None and judgement.findings:
+        timings["locate_s"] = identifier.identify(test, judgement, outcomes, outputs)
+    return Executed(outcomes, judgement, timings)
 
 
 def worker_versions(generator: Generator, pool: BackendPool) -> dict[str, Any]:

@@ -27,7 +27,8 @@ def exec_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(prog="higen exec", description="Run one ONNX model on several targets and compare.")
     p.add_argument("model", type=Path)
-    p.add_argument("--backends", default="ort", help="comma-separated: ort,tvm,ov or targets like ort:cpu:O0")
+    p.add_argument("--backends", default="ort", help="comma-separated: ort,tvm,ov or targets like ort:cpu:O0; "
+                                                     "ort@1.20.1 or ort@1.20.1:cpu:O0: a release from `higen runtimes add`")
     p.add_argument("--inputs", default="random", metavar="NPZ|random|edge",
                    help="an .npz of named inputs, or seeded random values, or edge values (+-0, denormals, "
                         "+-Inf, NaN, domain edges); default random")

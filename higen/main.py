@@ -30,6 +30,10 @@ SUBCOMMANDS = {
     "plot": ("higen.coverage.plot", "command_plot"),
     "numerics": ("higen.numerics.report", "command_numerics"),
     "localize": ("higen.numerics.localize", "command_localize"),
+    "report": ("higen.bugs.report", "command_report"),
+    "maximize": ("higen.numerics.maximize", "command_maximize"),
+    "runtimes": ("higen.runtimes", "command_runtimes"),
+    "regenerate": ("higen.regenerate", "command_regenerate"),
 }
 
 
@@ -50,28 +54,33 @@ def run_parser() -> OneLineParser:
                    help="rl: PPO picks the free dimensions each big epoch, SAC their values each test (default); "
                         "random: the same decoder under a uniform-random policy (the baseline)")
     mode = p.add_argument_group("targets")
-    mode.add_argument("--compiler", choices=("ort", "tvm", "ov"), default="ort",
-                      help="normal mode: this compiler's optimized vs unoptimized build and the PyTorch reference")
-    mode.add_argument("--diff-backends", help="diff mode: comma-separated backends compared with each other, e.g. ort,ov,tvm")
+    mode.add_argument("--compiler", default="ort", metavar="{ort,tvm,ov}[@VERSION]",
+                      help="normal mode: this compiler's optimized vs unoptimized build and the PyTorch reference; "
+                           "@VERSION: a release from `higen runtimes add`, e.g. ort@1.20.1")
+    mode.add_argument("--diff-backends", help="diff mode: comma-separated backends compared with each other, e.g. "
+                                              "ort,ov,tvm; ort@1.20.1,ort compares two releases (see higen runtimes)")
     mode.add_argument("--diff-device", choices=("cpu", "gpu"), default="cpu")
     mode.add_argument("--diff-rtol", type=float, help="float32 relative tolerance (default %g)" % DEFAULT_TOLERANCES["float32"].rtol)
     mode.add_argument("--diff-atol", type=float, help="float32 absolute tolerance (default %g)" % DEFAULT_TOLERANCES["float32"].atol)
     mode.add_argument("--nan-policy", choices=NAN_POLICIES, default="skip-unstable",
                       help="skip-unstable: outputs whose reference holds NaN/Inf are not compared; strict: all are")
-    budget = p.add_argument_group("budget (totals for the run, also when resumed)")
-    budget.add_argument("--max-tests", type=int,
-                        help="total tests (default big-epochs x small-epochs; rl: at most that)")
-    budget.add_argument("--big-epochs", type=int, help=f"high-level steps (default: enough for --max-tests, else {DEFAULT_BIG_EPOCHS})")
+    budget = p.add_argument_group("budget (totals for the run, also when resumed; the first one spent ends it)")
+    budget.add_argument("--max-tests", type=int, help="total tests")
+    budget.add_argument("--big-epochs", type=int,
+                        help=f"big epochs of --small-epochs tests (default: enough for --max-tests; with only "
+                             f"--max-seconds, no limit; else {DEFAULT_BIG_EPOCHS})")
     budget.add_argument("--small-epochs", type=int, default=20, help="tests per big epoch")
-    budget.add_argument("--max-seconds", type=float, help="stop after this much campaign time (start-up excluded)")
+    budget.add_argument("--max-seconds", type=float,
+                        help="campaign time (start-up excluded); given alone, the run lasts this long")
     budget.add_argument("--seed", type=int, default=0)
     budget.add_argument("--max-nodes", type=int, default=10, help="typical graph size")
     rl = p.add_argument_group("rl")
     rl.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                    help="continue an RL run from its newest checkpoint (its own settings; budgets may grow)")
+                    help="continue a run (rl or random) from its newest checkpoint and its log (its own "
+                         "settings; budgets may grow)")
     rl.add_argument("--reward-config", type=Path, metavar="TOML", help="reward weights: tables [low] and [high]")
     rl.add_argument("--reward", action="append", default=[], metavar="LEVEL.KEY=VALUE",
-                    help="one reward weight, e.g. low.new_signature=20 (after --reward-config; see docs/rewards.md)")
+                    help="one reward weight, e.g. low.new_bug=20 (after --reward-config; see docs/rewards.md)")
     rl.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the policies train")
     rl.add_argument("--net-arch", default="64,64", help="hidden layer sizes of both policies, e.g. 64,64")
     rl.add_argument("--ppo-steps", type=int, default=4, help="big epochs per PPO update (>= 2)")
@@ -79,7 +88,16 @@ def run_parser() -> OneLineParser:
     out = p.add_argument_group("output")
     out.add_argument("--run-root", type=Path, default=Path("runs"))
     out.add_argument("--no-session-subdir", action="store_true", help="write into --run-root itself")
-    out.add_argument("--examples-per-signature", type=int, default=1, help="bug cases kept per signature")
+    out.add_argument("--examples-per-signature", type=int, default=1,
+                     help="bug cases kept per credible root cause (noise: one)")
+    findings = p.add_argument_group("root causes (see docs/bug-cases.md)")
+    findings.add_argument("--root-causes", choices=("auto", "off"), default="auto",
+                          help="auto: localize every finding to its first diverging node and judge it "
+                               "(bugs vs noise); off: count signatures only")
+    findings.add_argument("--reduce", choices=("auto", "off"), default="auto",
+                          help="auto: reduce the first case of every new bug in the background")
+    findings.add_argument("--reduce-budget", type=float, default=120.0, metavar="S",
+                          help="seconds one background reduction may search")
     out.add_argument("--no-progress", action="store_true")
     numerics = p.add_argument_group("numerics (see docs/numerics.md)")
     add_inputs_argument(numerics)
@@ -107,6 +125,8 @@ def run_parser() -> OneLineParser:
 
 
 DEFAULT_BIG_EPOCHS = 5
+#: ``--big-epochs`` when only ``--max-seconds`` is given: the time decides (the RL plans epochs until then)
+UNLIMITED_BIG_EPOCHS = 10**9
 #: Flags a resumed run takes from its checkpoint; giving another value is an error.
 RESUME_LOCKED = ("strategy", "inputs", "compiler", "diff_backends", "diff_device", "diff_rtol", "diff_atol", "nan_policy",
                  "small_epochs", "seed", "max_nodes", "reward_config", "reward", "net_arch", "ppo_steps",
@@ -155,12 +175,13 @@ def parse_net_arch(text: str) -> tuple[int, ...]:
 
 
 def check_run_args(args: argparse.Namespace) -> None:
-    """Refuse impossible values in one line; fill the big epochs from --max-tests when not given."""
-    if args.resume is not None and args.strategy != "rl":
-        raise UserError(f"--resume {args.resume}: only RL runs are resumable")
-    if args.big_epochs is None:  # enough big epochs for --max-tests, else the default
-        enough = args.max_tests and args.max_tests > 0 and args.small_epochs > 0
-        args.big_epochs = -(-args.max_tests // args.small_epochs) if enough else DEFAULT_BIG_EPOCHS
+    """Refuse impossible values in one line; fill the big epochs when not given: enough for --max-tests,
+    no limit when only --max-seconds is given, else the default."""
+    if args.big_epochs is None:
+        if args.max_tests and args.max_tests > 0 and args.small_epochs > 0:
+            args.big_epochs = -(-args.max_tests // args.small_epochs)
+        else:
+            args.big_epochs = UNLIMITED_BIG_EPOCHS if args.max_seconds else DEFAULT_BIG_EPOCHS
     for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout", "tvm_timeout", "max_seconds",
                  "workers"):
         value = getattr(args, flag)
@@ -181,7 +202,19 @@ def check_run_args(args: argparse.Namespace) -> None:
             raise UserError("--device cuda: PyTorch sees no CUDA device here; use --device cpu")
 
 
-def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, argv: list[str], saved: dict | None):
+def test_cap(args: argparse.Namespace) -> int | None:
+    """Tests the run may do: the smaller of --max-tests and big epochs x small epochs (None: no cap,
+    only --max-seconds)."""
+    caps = [args.max_tests, None if args.big_epochs >= UNLIMITED_BIG_EPOCHS else args.big_epochs * args.small_epochs]
+    return min((cap for cap in caps if cap), default=None)
+
+
+def describe_budget(args: argparse.Namespace, total: int | None) -> str:
+    parts = ([f"{total} tests"] if total else []) + ([f"{args.max_seconds:g} s"] if args.max_seconds else [])
+    return " or ".join(parts)
+
+
+def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, context: dict, saved: dict | None):
     """The hierarchical trainer for this run: new settings from the flags, or a checkpoint's own."""
     from higen.agents.trainer import AgentSettings, HierarchicalTrainer
     from higen.envs.state import Budget
@@ -190,16 +223,20 @@ def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, arg
              AgentSettings(seed=args.seed, small_epochs=args.small_epochs, net_arch=parse_net_arch(args.net_arch),
                            device=args.device, ppo_n_steps=args.ppo_steps, sac_learning_starts=args.learning_starts))
     budget = Budget(args.big_epochs, args.max_tests, args.max_seconds)
-    context = {"argv": saved["context"]["argv"] if saved else argv}
     return HierarchicalTrainer(engine, run_dir, agent, rewards, budget, base, log, context)
 
 
 def command_run(argv: list[str]) -> int:
-    from higen.campaign import make_progress, run_campaign, run_rl_campaign
+    from higen.campaign import (
+        campaign_checkpointer,
+        make_progress,
+        run_campaign,
+        run_rl_campaign,
+    )
     from higen.engine import EngineSettings
     from higen.modes import diff_plan, normal_plan
     from higen.rewards import RewardConfig, RewardConfigError, load_reward_config
-    from higen.run_dir import RunLog, create_run_dir
+    from higen.run_dir import RunLog, create_run_dir, read_history
     from higen.scale import make_engine, resolve_workers
     from higen.strategies import RandomStrategy
 
@@ -209,7 +246,7 @@ def command_run(argv: list[str]) -> int:
         args, checkpoint, saved = resumed_args(args, argv)
     check_run_args(args)
     try:
-        rewards = (RewardConfig.from_json(saved["rewards"]) if saved
+        rewards = (RewardConfig.from_json(saved["rewards"]) if saved and "rewards" in saved
                    else load_reward_config(args.reward_config, args.reward))
     except RewardConfigError as error:
         raise UserError(str(error)) from error
@@ -224,14 +261,13 @@ def command_run(argv: list[str]) -> int:
         default = DEFAULT_TOLERANCES["float32"]
         tolerances["float32"] = Tolerance(args.diff_rtol if args.diff_rtol is not None else default.rtol,
                                           args.diff_atol if args.diff_atol is not None else default.atol)
-    if args.strategy == "rl":  # --max-tests caps the big epochs' tests
-        total = min(args.max_tests or args.big_epochs * args.small_epochs, args.big_epochs * args.small_epochs)
-    else:
-        total = args.max_tests or args.big_epochs * args.small_epochs
+    total = test_cap(args)
     settings = EngineSettings(plan=plan, timeout_s=args.timeout, memory_limit_mb=args.memory_limit_mb,
                               recycle_after=args.recycle_after,
                               tolerances=tolerances, nan_policy=args.nan_policy,
                               examples_per_signature=args.examples_per_signature,
+                              root_causes=args.root_causes == "auto", reduce=args.reduce,
+                              reduce_budget_s=args.reduce_budget,
                               learn_support=not args.no_support_probe,
                               coverage=coverage_settings_from_args(args), numerics=args.record_numerics)
     workers = resolve_workers(settings, args.workers, args.ray_address)
@@ -240,13 +276,19 @@ def command_run(argv: list[str]) -> int:
 
         connect(args.ray_address)
     run_dir = args.resume or create_run_dir(args.run_root, not args.no_session_subdir)
+    history = read_history(run_dir / "training.log") if checkpoint else None  # before anything is appended
     console = Console(stderr=True)
     console.print(f"HiGen {args.strategy} run in [bold]{run_dir}[/bold]{' (resumed)' if checkpoint else ''}: "
-                  f"{plan.mode} mode on {', '.join(t.name for t in plan.targets)}, {total} tests, seed {args.seed}")
+                  f"{plan.mode} mode on {', '.join(t.name for t in plan.targets)}, {describe_budget(args, total)}, "
+                  f"seed {args.seed}")
     log = RunLog(run_dir / "training.log")
     if args.strategy == "rl":  # import torch and SB3 (seconds) while the workers start
         threading.Thread(target=importlib.import_module, args=("higen.agents.trainer",), daemon=True).start()
     engine = make_engine(settings, run_dir, console, workers, args.ray_address)
+    if history is not None:  # indices, counters and the coverage union continue after the last logged test
+        engine.restore_counters(history)
+        engine.coverage.resume(history.last_index)
+    context = {"argv": saved["context"]["argv"] if saved else argv}
     with engine, make_progress(console, not args.no_progress) as progress:
         if args.tvm_timeout is not None:
             engine.pool.timeouts_by_target.update(
@@ -256,21 +298,27 @@ def command_run(argv: list[str]) -> int:
         progress.update(probe, visible=False)
         log.write("resume" if checkpoint else "start", argv=argv, seed=args.seed, strategy=args.strategy,
                   plan=[t.name for t in plan.targets], versions=versions,
-                  **({"checkpoint": str(checkpoint)} if checkpoint else {}))
+                  **({"checkpoint": str(checkpoint), "continues_after": history.last_index} if checkpoint else {}))
         if args.strategy == "random":
             strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base, args.small_epochs)
-            summary = run_campaign(engine, strategy, total, args.small_epochs, log, progress, args.max_seconds)
+            if saved:  # the checkpoint's state, then past the tests logged after it
+                strategy.restore(saved["strategy"])
+                strategy.skip(history.last_index - saved["tests"])
+            summary = run_campaign(engine, strategy, total, args.small_epochs, log, progress, args.max_seconds,
+                                   history, campaign_checkpointer(run_dir, context, args.small_epochs))
         else:
-            trainer = make_trainer(args, engine, run_dir, rewards, base, log, argv, saved)
+            trainer = make_trainer(args, engine, run_dir, rewards, base, log, context, saved)
             if checkpoint:
-                trainer.resume(checkpoint, saved)
+                trainer.resume(checkpoint, saved, history)
             summary = run_rl_campaign(trainer, total, log, progress)
     log.write("end", tests=summary.tests, wall_s=summary.wall_s, verdicts=dict(summary.verdicts),
+              bugs=summary.bugs, noise_causes=summary.noise_causes,
               unique_signatures=summary.unique_signatures, unique_tokens=summary.unique_tokens,
-              interrupted=summary.interrupted)
+              generator_timeouts=summary.generator_timeouts, interrupted=summary.interrupted)
     log.close()
     console.print(f"{summary.tests} tests in {summary.wall_s:.1f} s ({summary.tests_per_s:.1f}/s), "
-                  f"{summary.unique_signatures} unique findings, {len(summary.cases)} bug cases in {run_dir / 'bug_cases'}")
+                  f"{summary.bugs} bugs ({summary.noise_causes} root causes of noise; {summary.unique_signatures} "
+                  f"signatures), {len(summary.cases)} bug cases in {run_dir / 'bug_cases'}")
     return 130 if summary.interrupted else 0
 
 

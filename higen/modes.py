@@ -4,16 +4,19 @@ Normal mode (``--compiler X``): X's optimized build against its unoptimized buil
 unoptimized build against the PyTorch reference; X's GPU build too when a GPU exists. Diff mode
 (``--diff-backends a,b --diff-device D``): every listed backend against the reference and each other.
 Pairs are in priority order: the oracle blames each target at most once (see ``oracle.judge``).
+A backend may be pinned to a release from the runtime cache, ``ort@1.20.1`` (``higen.runtimes``):
+``--diff-backends ort@1.20.1,ort`` compares two releases of one runtime (version-differential mode).
 """
 
 from __future__ import annotations
 
 import glob
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from higen.backends.base import REFERENCE, DeviceUnavailable, Target
-from higen.backends.registry import require_installed, runtime_info
+from higen.backends.registry import runtime_info
+from higen.runtimes import locate
 
 NORMAL_TARGETS = {"ort": ("ort:cpu:O0", "ort:cpu:O3"), "tvm": ("tvm:llvm:O0", "tvm:llvm:O3"), "ov": ("ov:CPU",)}
 NORMAL_GPU_TARGETS = {"ort": ("ort:cuda:O3",), "tvm": ("tvm:cuda:O3",), "ov": ("ov:GPU",)}
@@ -47,16 +50,26 @@ def gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def pinned_targets(backend: str, targets: dict[str, tuple[str, ...]]) -> list[Target]:
+    """The targets listed for ``backend``'s runtime in ``targets``, at the release it pins
+    (``ort@1.20.1``; ``ort``: the installed one), checked to be installed."""
+    runtime, at, version = backend.partition("@")
+    if ":" in backend or (at and not version):
+        raise ValueError(f"bad backend {backend!r}: write RUNTIME[@VERSION], e.g. ort or ort@1.20.1")
+    pinned = [replace(Target.parse(name), version=version) for name in targets[runtime_info(runtime).key]]
+    locate(pinned[0])
+    return pinned
+
+
 def normal_plan(compiler: str, with_gpu: bool | None = None) -> Plan:
-    require_installed(compiler)
-    names = list(NORMAL_TARGETS[runtime_info(compiler).key])
-    optional: set[str] = set()
-    if gpu_present() if with_gpu is None else with_gpu:
-        optional = set(NORMAL_GPU_TARGETS[compiler])
-        names += sorted(optional)
+    """``compiler``: ``ort``, ``tvm``, ``ov``, optionally pinned to a release (``ort@1.20.1``)."""
+    key = runtime_info(compiler.partition("@")[0]).key
+    optional = NORMAL_GPU_TARGETS[key] if (gpu_present() if with_gpu is None else with_gpu) else ()
+    targets = pinned_targets(compiler, {key: (*NORMAL_TARGETS[key], *sorted(optional))})
+    names = [t.name for t in targets]
     base = names[0]
     pairs = [(base, name) for name in names[1:]] + [(REFERENCE, base)]
-    return Plan("normal", [Target.parse(n) for n in names], pairs, optional)
+    return Plan("normal", targets, pairs, set(names[len(NORMAL_TARGETS[key]):]))
 
 
 def diff_plan(backends: list[str], device: str) -> Plan:
@@ -66,18 +79,23 @@ def diff_plan(backends: list[str], device: str) -> Plan:
         raise DeviceUnavailable("--diff-device gpu: this machine has no GPU; use --diff-device cpu")
     if len(set(backends)) < 1:
         raise ValueError("--diff-backends needs at least one backend, e.g. ort,ov,tvm")
-    names = []
-    for backend in dict.fromkeys(backends):
-        require_installed(backend)
-        names.append(DIFF_TARGETS[device][runtime_info(backend).key])
+    targets = [backend_target(text, device) for text in dict.fromkeys(backends)]
+    names = list(dict.fromkeys(t.name for t in targets))
     return Plan("diff", [Target.parse(n) for n in names], diff_pairs(names))
 
 
+def backend_target(text: str, device: str = "cpu") -> Target:
+    """A backend as given on the command line: ``ort`` or ``ort@1.20.1`` (the device's default target
+    of that runtime, at that release) or a full target name (``ort@1.20.1:cpu:O0``), checked installed."""
+    if ":" in text:
+        target = Target.parse(text)
+        locate(target)
+        return target
+    return pinned_targets(text, {key: (name,) for key, name in DIFF_TARGETS[device].items()})[0]
+
+
 def exec_plan(targets: list[str], with_reference: bool) -> Plan:
-    """``higen exec``: explicit targets (``ort``, ``tvm``, ``ov`` or full names like ``ort:cpu:O0``)."""
-    names = []
-    for text in targets:
-        name = text if ":" in text else DIFF_TARGETS["cpu"][runtime_info(text).key]
-        require_installed(Target.parse(name).runtime)
-        names.append(name)
+    """``higen exec``: explicit targets (``ort``, ``ort@1.20.1``, ``tvm``, ``ov`` or full names like
+    ``ort:cpu:O0``)."""
+    names = list(dict.fromkeys(backend_target(text).name for text in targets))
     return Plan("exec", [Target.parse(n) for n in names], diff_pairs(names, with_reference))

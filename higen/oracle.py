@@ -62,6 +62,10 @@ class Finding:
     output: str = ""
     max_abs_error: float | None = None
     max_rel_error: float | None = None
+    #: what the finding is (higen.bugs.rootcause.RootCause.to_json), set in the pipeline after judging
+    root_cause: dict | None = None
+    #: output-level features and noise patterns (higen.bugs.analysis.analyze_mismatch), value kinds only
+    analysis: dict | None = None
 
     @property
     def key(self) -> str:

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping
 class LowWeights:
     """Per test (one SAC step)."""
 
-    new_signature: float = 10.0  # per finding whose signature the run had never seen
-    repeated_finding: float = 0.2  # per finding whose signature was already known
+    new_bug: float = 10.0  # per credible root cause the run root had never seen
+    repeated_bug: float = 0.2  # per credible root cause of the test that was already known
     invalid: float = 0.2  # cost of a test that could not be generated or run (invalid / unsupported)
     novelty: float = 0.5  # times log(1 + tokens never seen before in the run)
     coverage: float = 1.0  # times the test's coverage gain (0 until coverage is collected)
@@ -31,7 +31,7 @@ class LowWeights:
 class HighWeights:
     """Per big epoch (one PPO step)."""
 
-    new_signature: float = 10.0  # per new signature found during the epoch
+    new_bug: float = 10.0  # per credible root cause first found during the epoch
     validity: float = 1.0  # times the epoch's share of valid tests
     coverage: float = 1.0  # times the epoch's coverage growth
     new_tokens: float = 0.5  # times log(1 + structure tokens first seen during the epoch)
@@ -86,18 +86,19 @@ def coverage_gain(new_features: Mapping[str, int], exclude: Iterable[str] = ("st
     return math.log1p(sum(max(0, n) for name, n in new_features.items() if name not in skipped))
 
 
-def low_level_terms(*, new_signatures: int, findings: int, valid: bool, unseen: int,
+def low_level_terms(*, new_bugs: int, bugs: int, valid: bool, unseen: int,
                     coverage_gain: float = 0.0, seconds: float = 0.0, weights: LowWeights = LowWeights()) -> Terms:
     """Reward of one test.
 
-    ``findings`` counts all findings of the test (a crash is one), ``new_signatures`` those the run
-    had never seen; the rest are repeats. Only an invalid test costs anything, and time if its
-    weight is set (``seconds``: the test's generation and execution time).
+    ``bugs`` counts the test's distinct credible root causes (a crash is one; noise is never
+    counted: it earns nothing), ``new_bugs`` those the run root had never seen; the rest are repeats.
+    Only an invalid test costs anything, and time if its weight is set (``seconds``: the test's
+    generation and execution time).
     """
-    repeated = max(0, findings - new_signatures)
+    repeated = max(0, bugs - new_bugs)
     return Terms((
-        ("new_signature", weights.new_signature * new_signatures),
-        ("repeated_finding", weights.repeated_finding * repeated),
+        ("new_bug", weights.new_bug * new_bugs),
+        ("repeated_bug", weights.repeated_bug * repeated),
         ("invalid", 0.0 if valid else -weights.invalid),
         ("novelty", weights.novelty * novelty(unseen)),
         ("coverage", weights.coverage * max(0.0, coverage_gain)),
@@ -115,11 +116,11 @@ def speed(tests_per_s: float, reference: float) -> float:
     return min(max(0.0, tests_per_s) / reference, 2.0) if reference > 0 else 0.0
 
 
-def high_level_terms(*, new_signatures: int, validity_ratio: float, coverage_growth: float, new_tokens: int,
+def high_level_terms(*, new_bugs: int, validity_ratio: float, coverage_growth: float, new_tokens: int,
                      times_tried_before: int, tests_per_s: float, weights: HighWeights = HighWeights()) -> Terms:
     """Reward of one big epoch (its tests, the dimension set it freed, its speed)."""
     return Terms((
-        ("new_signature", weights.new_signature * new_signatures),
+        ("new_bug", weights.new_bug * new_bugs),
         ("validity", weights.validity * validity_ratio),
         ("coverage", weights.coverage * max(0.0, coverage_growth)),
         ("new_tokens", weights.new_tokens * novelty(new_tokens)),
@@ -168,6 +169,6 @@ def load_reward_config(path: Path | None = None, overrides: Iterable[str] = ()) 
         name, sep, value = text.partition("=")
         level, dot, key = name.strip().partition(".")
         if not sep or not dot:
-            raise RewardConfigError(f"--reward {text!r}: write LEVEL.KEY=VALUE, e.g. low.new_signature=20")
+            raise RewardConfigError(f"--reward {text!r}: write LEVEL.KEY=VALUE, e.g. low.new_bug=20")
         config = _apply(config, level, key.strip(), value.strip(), f"--reward {text}")
     return config

@@ -1,11 +1,13 @@
 """Run directories: ``<run-root>/<N>/`` numbered per session with a ``LATEST`` file beside them,
-and ``training.log``, one JSON object per line."""
+and ``training.log``, one JSON object per line (read back by ``read_history`` when a run resumes)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,48 @@ class RunLog:
 
     def close(self) -> None:
         self.handle.close()
+
+
+@dataclass
+class LogHistory:
+    """What the sessions of a run logged so far: the resumed run continues from it (test indices,
+    engine counters, campaign time), whatever its last checkpoint holds."""
+
+    tests: int = 0  # test lines
+    last_index: int = 0  # the highest test index logged
+    verdicts: Counter = field(default_factory=Counter)
+    signatures: set[str] = field(default_factory=set)
+    bugs: set[str] = field(default_factory=set)  # credible root causes (keys)
+    noise: set[str] = field(default_factory=set)  # root causes of noise (keys)
+    elapsed_s: float = 0.0  # campaign time: per session, from its start/resume line to its last line
+
+
+def read_history(path: Path) -> LogHistory:
+    """Read ``training.log``; a last line cut by a kill is removed from the file first (it was never
+    complete, and a resumed run appends after it)."""
+    history = LogHistory()
+    if not path.is_file():
+        return history
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as handle:
+            handle.truncate(len(raw))
+    session: list[float] = []  # (first, last) times of the current session
+    for line in raw.decode().splitlines():
+        event = json.loads(line)
+        if event["event"] in ("start", "resume"):
+            history.elapsed_s += session[1] - session[0] if session else 0.0
+            session = [event["time"], event["time"]]
+            continue
+        if session:
+            session[1] = event["time"]
+        if event["event"] == "test":
+            history.tests += 1
+            history.last_index = max(history.last_index, int(event["index"]))
+            history.verdicts[event["verdict"]] += 1
+            history.signatures.update(event.get("findings", ()))
+            for key, noisy in zip(event.get("root_causes", ()), event.get("noise", ())):
+                (history.noise if noisy else history.bugs).add(key)
+    history.elapsed_s += session[1] - session[0] if session else 0.0
+    return history

@@ -3,7 +3,7 @@ itself is ``higen.agents.trainer``: its configs depend on each result, so it dri
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,3 +33,17 @@ class RandomStrategy:
         self.proposed += 1
         action = self.rng.uniform(-1.0, 1.0, self.decoder.size)
         return self.decoder.decode(action, self.free, seed=int(self.rng.integers(0, 2**31 - 1)))
+
+    def state(self) -> dict[str, Any]:
+        """Everything the next proposals depend on, as JSON (checkpointed; see ``restore``)."""
+        return {"proposed": self.proposed, "free": self.free.tolist(), "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.proposed = int(state["proposed"])
+        self.free = np.array(state["free"], dtype=np.int8)
+        self.rng.bit_generator.state = state["rng"]
+
+    def skip(self, proposals: int) -> None:
+        """Draw ``proposals`` configs and drop them: the state after tests that ran after a checkpoint."""
+        for _ in range(proposals):
+            self.propose()

@@ -4,7 +4,9 @@ One single-operator model per combination runs on every target; the generator th
 graphs from combinations that export to ONNX and run everywhere. An unsupported op/dtype is an
 invalid test, not a finding, so avoiding it up front keeps the campaign's findings clean. Single
 ops that *error or crash* are kept out too, and listed as findings worth a look in ``support.json``.
-Results are cached under ``$HIGEN_CACHE_DIR`` (default ``~/.cache/higen``), keyed by target and version.
+Results are cached under ``higen.runtimes.cache_root()`` (``$HIGEN_CACHE_DIR``, else
+``$XDG_CACHE_HOME/higen``, else ``~/.cache/higen``), keyed by target name and the runtime version the
+worker reports (a pinned target, ``ort@1.20.1:cpu:O3``, by the release it really imported).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import Any, Callable
 
 from higen.backends.pool import BackendPool
 from higen.generation.client import Generator
+from higen.runtimes import cache_root
 from higen.tensors import scratch_dir
 
 PROBE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("HIGEN_CACHE_DIR", Path.home() / ".cache" / "higen")) / "support"
+    return cache_root() / "support"
 
 
 def _cache_path(target: str, info: dict[str, Any], nnsmith_version: str) -> Path:

@@ -76,7 +76,7 @@ def _record_many(args) -> list[str | None]:
     root, test_dir, judgement, outcomes, times = args
     store = BugStore(Path(root) / "bug_cases", examples_per_signature=3, run_root=Path(root))
     test = GeneratedTest(GenConfig(), Path(test_dir))
-    return [store.record(test, judgement, outcomes, {})[1] for _ in range(times)]
+    return [store.record(test, judgement, outcomes, {}).case for _ in range(times)]
 
 
 def test_concurrent_writers_share_one_index(tmp_path):

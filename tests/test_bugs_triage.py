@@ -73,32 +73,36 @@ def test_ranking_marks_and_outputs(run_root, tmp_path, capsys):
     assert {"/.tmp-crash-0123456789-4242", "/broken/meta.json", "/empty"} == {
         next(part for part in ("/.tmp-crash-0123456789-4242", "/broken/meta.json", "/empty") if part in line)
         for line in warnings}
-    ranked = json.loads((tmp_path / "t.json").read_text())["signatures"]
+    ranked = json.loads((tmp_path / "t.json").read_text())["root_causes"]
     verdicts = [(e["verdict"], e["targets"][-1]) for e in ranked]
     assert verdicts == [("error", "ort:cpu:O3"), ("mismatch", "fault:garbage"), ("mismatch", "ov:CPU"),
                         ("mismatch", "ov:CPU")]
-    assert "FuseReluClip" in ranked[0]["signature"] and ranked[0]["score"] == 90
+    assert "FuseReluClip" in ranked[0]["signatures"][0] and ranked[0]["score"] == 90
+    assert [e["noise"] for e in ranked] == [False, False, True, True]  # known differences: noise, last
     garbage = ranked[1]
     assert garbage["analysis"]["error_eps"] > 1e6 and garbage["tags"] == [] and garbage["score"] > 60
-    assert {tuple(e["tags"]) for e in ranked[2:]} == {("known:ov-uint8-saturation",), ("known:narrowed-int64",)}
+    assert {tuple(t for t in e["tags"] if not t.startswith("upstream:")) for e in ranked[2:]} == {
+        ("known:ov-uint8-saturation", "noise:ub:integer-overflow"), ("known:narrowed-int64",)}
+    assert all(any(t.startswith("upstream:ov-") for t in e["tags"]) for e in ranked[2:])  # reported already
     assert all(e["score"] <= 5 for e in ranked[2:])
     assert all(e["count"] == 1 and len(e["cases"]) == 1 for e in ranked)
     assert "compile Fail: onnxruntime::FuseReluClip::Apply Unexpected data type for Clip 'min' input of N" in out
     markdown = (tmp_path / "t.md").read_text().splitlines()
-    assert markdown[2].startswith("| # | score | verdict") and len(markdown) == 4 + len(ranked)
+    assert markdown[2].startswith("2 bugs (credible root causes), 2 root causes of noise")
+    assert markdown[4].startswith("| # | score | root cause") and len(markdown) == 6 + len(ranked)
 
 
 def test_filters_and_single_session(run_root, tmp_path, capsys):
     triage(capsys, run_root, "--only-crashes", "--json", tmp_path / "c.json")
-    assert [e["verdict"] for e in json.loads((tmp_path / "c.json").read_text())["signatures"]] == ["error"]
+    assert [e["verdict"] for e in json.loads((tmp_path / "c.json").read_text())["root_causes"]] == ["error"]
     triage(capsys, run_root, "--exclude-ops", "Clip,Cast", "--json", tmp_path / "x.json")
-    kept = json.loads((tmp_path / "x.json").read_text())["signatures"]
+    kept = json.loads((tmp_path / "x.json").read_text())["root_causes"]
     assert [e["targets"][-1] for e in kept] == ["fault:garbage", "ov:CPU"]  # int64 Add is left
     triage(capsys, run_root, "--top", "1", "--json", tmp_path / "1.json")
-    assert len(json.loads((tmp_path / "1.json").read_text())["signatures"]) == 1
+    assert len(json.loads((tmp_path / "1.json").read_text())["root_causes"]) == 1
     status, _, warnings = triage(capsys, run_root / "2" / "bug_cases", "--json", tmp_path / "s.json")
     assert status == 0 and len(warnings) == 2
-    assert len(json.loads((tmp_path / "s.json").read_text())["signatures"]) == 2
+    assert len(json.loads((tmp_path / "s.json").read_text())["root_causes"]) == 2
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):

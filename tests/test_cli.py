@@ -74,13 +74,15 @@ def check_campaign_log(run_dir: Path, seed: int) -> list[dict]:
 def test_campaign_run_dirs_log_and_reproducibility(tmp_path):
     root = tmp_path / "runs"
     first = campaign(root)
-    assert sorted(p.name for p in root.iterdir() if "signatures" not in p.name) == ["1", "LATEST"]
+    assert sorted(p.name for p in root.iterdir() if p.name not in ("signatures.json", "root_causes.json")
+                  and not p.name.startswith(".")) == ["1", "LATEST"]
     assert (root / "LATEST").read_text().strip() == "1"
     assert str(root / "1") in first.stderr.replace("\n", "")
     events_1 = check_campaign_log(root / "1", seed=0)
 
     campaign(root)  # same (default) seed
-    assert sorted(p.name for p in root.iterdir() if "signatures" not in p.name) == ["1", "2", "LATEST"]
+    assert sorted(p.name for p in root.iterdir() if p.name not in ("signatures.json", "root_causes.json")
+                  and not p.name.startswith(".")) == ["1", "2", "LATEST"]
     assert (root / "LATEST").read_text().strip() == "2"
     events_2 = check_campaign_log(root / "2", seed=0)
     assert log_sequence(events_1) == log_sequence(events_2)  # reproducible, verdicts included
@@ -88,8 +90,10 @@ def test_campaign_run_dirs_log_and_reproducibility(tmp_path):
 
     flat = tmp_path / "flat"
     campaign(flat, "--no-session-subdir", "--seed", "1")
-    assert sorted(p.name for p in flat.iterdir() if not p.name.startswith(".") and p.name != "signatures.json") == [
-        "allowed_ops.json", "bug_cases", "coverage_by_steps.csv", "support.json", "training.log", "workers"]
+    assert sorted(p.name for p in flat.iterdir()
+                  if not p.name.startswith(".") and p.name not in ("signatures.json", "root_causes.json")) == [
+        "allowed_ops.json", "bug_cases", "checkpoints", "coverage_by_steps.csv", "coverage_union.jsonl", "support.json",
+        "training.log", "workers"]
     events_3 = check_campaign_log(flat, seed=1)
     # Another seed, another campaign: the comparison above can fail.
     assert [s for s, _, _ in log_sequence(events_3)] != [s for s, _, _ in log_sequence(events_1)]

@@ -80,8 +80,9 @@ def test_campaign(tmp_path, side_by_side):
                       *(["--side-by-side"] if side_by_side else []), timeout=400)
     assert ("side by side on cores" in done.stdout) == side_by_side
     columns, rows = read_csv(tmp_path / "campaign.csv")
-    for column in ("strategy", "seed", "tests", "tests_per_s", "unique_signatures", "sig_crash", "sig_error",
-                   "sig_mismatch", "validity", "structure_covered", "ort_transformers_covered", "tvm_py_covered"):
+    for column in ("strategy", "seed", "bugs", "bugs_crash", "bugs_error", "bugs_value", "noise_causes", "tests",
+                   "tests_per_s", "unique_signatures", "validity", "structure_covered", "ort_transformers_covered",
+                   "tvm_py_covered"):
         assert column in columns
     assert sorted((row["strategy"], row["seed"]) for row in rows) == [("random", "0"), ("random", "1"),
                                                                      ("rl", "0"), ("rl", "1")]
@@ -90,8 +91,8 @@ def test_campaign(tmp_path, side_by_side):
         assert 0 <= number(row["validity"]) <= 1
         assert number(row["structure_covered"]) > 0 and number(row["ort_transformers_covered"]) >= 0
         assert row["tvm_py_covered"] == ""  # ORT only: no TVM, so no Python coverage was measured
-        kinds = sum(number(row[c]) for c in columns if c.startswith("sig_"))
-        assert kinds == number(row["unique_signatures"]) >= number(row["untagged_signatures"]) >= 0
+        kinds = sum(number(row[c]) for c in columns if c.startswith("bugs_"))
+        assert kinds == number(row["bugs"]) >= 0 and number(row["noise_causes"]) >= 0
         assert (tmp_path / "runs" / f"{row['strategy']}-{row['seed']}" / "training.log").exists()
     _, summary = read_csv(tmp_path / "campaign_summary.csv")
     for strategy in ("rl", "random"):
@@ -113,7 +114,7 @@ def test_memory(tmp_path):
     for column in ("process", "pids", "restarts", "rss_test1_mb", "rss_at_from_mb", "rss_at_end_mb", "growth_pct",
                    "max_mb", "within_target"):
         assert column in columns
-    assert sorted(row["process"] for row in rows) == ["driver", "generator", "ort:cpu:O0", "ort:cpu:O3"]
+    assert sorted(row["process"] for row in rows) == ["analyst", "driver", "generator", "ort:cpu:O0", "ort:cpu:O3"]
     for row in rows:
         for column in ("rss_at_from_mb", "rss_at_end_mb", "max_mb"):
             assert number(row[column]) > 0, (row["process"], column)

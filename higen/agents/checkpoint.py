@@ -1,5 +1,6 @@
 """Checkpoints: both policies (SB3's own zip), SAC's replay buffer (npz), the run state and every
-random generator's state (JSON), written atomically into ``RUN_DIR/checkpoints/<tag>/`` with
+random generator's state (JSON); for the random strategy, its state only (JSON; torch is imported
+only where a model is involved). Written atomically into ``RUN_DIR/checkpoints/<tag>/`` with
 ``checkpoints/LATEST`` naming the newest.
 
 Loading never unpickles: the models are rebuilt from the recorded settings and only their tensors
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -35,6 +35,8 @@ class CheckpointError(RuntimeError):
 
 # -- random generators --------------------------------------------------------------------------
 def global_rng_states() -> dict[str, Any]:
+    import torch
+
     version, internal, gauss = random.getstate()
     legacy = np.random.get_state()
     return {"python": [version, list(internal), gauss],
@@ -43,6 +45,8 @@ def global_rng_states() -> dict[str, Any]:
 
 
 def set_global_rng_states(states: dict[str, Any]) -> None:
+    import torch
+
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, *rest = states["numpy"]
@@ -66,6 +70,7 @@ def model_counters(model) -> dict[str, int]:
 
 def load_model_weights(model, path: Path, counters: dict[str, int]) -> None:
     """Tensors only (weights, optimizer states, e.g. SAC's entropy coefficient), then the counters."""
+    import torch
     from stable_baselines3.common.save_util import load_from_zip_file
 
     model.set_parameters(str(path), exact_match=True, device=model.device)
@@ -124,7 +129,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
     pointer = root / LATEST
     if not pointer.is_file():
         raise CheckpointError(f"--resume {run_dir}: no checkpoint there ({pointer} is missing); "
-                              "pass the folder of an RL run (runs/<N>)")
+                              "pass the folder of a run (runs/<N>) that completed at least one big epoch")
     folder = root / pointer.read_text().strip()
     if not (folder / "run_state.json").is_file():
         raise CheckpointError(f"--resume {run_dir}: checkpoint {folder} is incomplete; "

@@ -12,6 +12,7 @@ time budget is spent. Ctrl-C writes a checkpoint too; ``resume`` continues from 
 from __future__ import annotations
 
 import signal
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
 from higen.agents import checkpoint as ckpt
+from higen.coverage.manager import STRUCTURE
 from higen.engine import Engine, TestResult
 from higen.envs.decoder import ActionDecoder
 from higen.envs.high import HighLevelEnv
@@ -30,7 +32,7 @@ from higen.envs.low import CompilerFuzzEnv
 from higen.envs.state import Budget, FuzzState
 from higen.generation.config import GenConfig
 from higen.rewards import RewardConfig, Terms
-from higen.run_dir import RunLog
+from higen.run_dir import LogHistory, RunLog
 
 
 @dataclass
@@ -185,7 +187,7 @@ class HierarchicalTrainer:
         if self.log is not None:
             self.log.write("big_epoch", **summary)
         step = self.state.big_epochs
-        for key in ("validity", "new_signatures", "findings", "new_tokens", "unique_tokens", "tests_per_s",
+        for key in ("validity", "bugs", "new_bugs", "new_signatures", "findings", "new_tokens", "unique_tokens", "tests_per_s",
                     "low_reward_mean"):
             self.tb.record(f"higen/{key}", summary[key])
         for key, value in summary["high_reward"].items():
@@ -197,6 +199,9 @@ class HierarchicalTrainer:
     def train(self) -> TrainSummary:
         """Run until the budget is spent or Ctrl-C; a checkpoint is written at the end either way."""
         remaining = self.state.budget.big_epochs - self.state.big_epochs
+        if self.state.tests == 0:  # resumable from the first test on
+            self.save("start")
+            self.state.began = time.perf_counter()  # campaign time: building the policies is start-up
         try:
             if remaining > 0 and not self.state.exhausted():
                 self.ppo.learn(total_timesteps=remaining, callback=_EpochDone(self), log_interval=1,
@@ -228,9 +233,15 @@ class HierarchicalTrainer:
             self.summary.interrupted = True
         return path
 
-    def resume(self, folder: Path, data: dict[str, Any]) -> None:
-        """Continue from checkpoint ``folder`` (its run_state.json already read into ``data``)."""
-        self.state.restore(data["state"])
+    def resume(self, folder: Path, data: dict[str, Any], history: LogHistory | None = None) -> None:
+        """Continue from checkpoint ``folder`` (its run_state.json already read into ``data``); with
+        ``history``, also past the tests the run logged after it (their count and time; their tokens
+        from the engine's coverage union, which the caller has resumed)."""
+        if history is None:
+            self.state.restore(data["state"])
+        else:
+            self.state.restore(data["state"], history.tests, history.elapsed_s,
+                               self.engine.coverage.union.get(STRUCTURE, set()))
         for name, model in (("ppo_high", self.ppo), ("sac_low", self.sac)):
             ckpt.load_model_weights(model, folder / f"{name}.zip", data["models"][name])
         buffer = folder / "replay_buffer.npz"

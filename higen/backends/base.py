@@ -1,11 +1,14 @@
 """The backend protocol: what every runtime module under ``higen.backends`` provides.
 
 A *target* is (runtime, device, optimization level), written ``ort:cpu:O3``, ``tvm:llvm:O0``,
-``ov:CPU``. One backend object lives in one worker process and serves one target.
+``ov:CPU``; a runtime may name a release other than the installed one, ``ort@1.20.1:cpu:O3``
+(installed with ``higen runtimes add``, see ``higen.runtimes``). One backend object lives in one
+worker process and serves one target.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,22 +29,39 @@ class Unsupported(Exception):
     """The model uses an operator or dtype the target does not implement: an invalid test, not a bug."""
 
 
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]*")
+
+
 @dataclass(frozen=True)
 class Target:
     runtime: str
     device: str
     opt: str = ""
+    version: str = ""  # a release from the runtime cache (``higen.runtimes``); "" = the installed one
+
+    def __post_init__(self) -> None:
+        if self.version and not _VERSION.fullmatch(self.version):
+            raise ValueError(f"bad version {self.version!r} in target {self.runtime}@{self.version}: "
+                             "write a release number, e.g. ort@1.20.1")
+
+    @property
+    def pinned(self) -> str:
+        """The runtime with its release, as written in target names: ``ort`` or ``ort@1.20.1``."""
+        return f"{self.runtime}@{self.version}" if self.version else self.runtime
 
     @property
     def name(self) -> str:
-        return ":".join(part for part in (self.runtime, self.device, self.opt) if part)
+        return ":".join(part for part in (self.pinned, self.device, self.opt) if part)
 
     @classmethod
     def parse(cls, text: str) -> "Target":
+        """``RUNTIME[@VERSION]:DEVICE[:OPT]``, e.g. ``ort:cpu:O3``, ``ort@1.20.1:cpu:O3``, ``ov:CPU``."""
         parts = text.split(":")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"bad target {text!r}: write RUNTIME:DEVICE[:OPT], e.g. ort:cpu:O3 or ov:CPU")
-        return cls(*parts)
+        runtime, at, version = parts[0].partition("@")
+        if len(parts) not in (2, 3) or not all(parts) or not runtime or (at and not version):
+            raise ValueError(f"bad target {text!r}: write RUNTIME[@VERSION]:DEVICE[:OPT], "
+                             "e.g. ort:cpu:O3, ort@1.20.1:cpu:O3 or ov:CPU")
+        return cls(runtime, *parts[1:], version=version)
 
     def __str__(self) -> str:
         return self.name

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from higen.backends.base import Outcome, Target
+from higen.runtimes import worker_env
 from higen.workers import (
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_RECYCLE_AFTER,
@@ -18,7 +19,9 @@ from higen.workers import (
 
 
 class BackendPool:
-    """Runs one model on every target, each in its own crash-isolated worker, in parallel."""
+    """Runs one model on every target, each in its own crash-isolated worker, in parallel. A target
+    pinned to a release (``ort@1.20.1:cpu:O3``) imports it from the runtime cache (``higen.runtimes``);
+    one that is not installed raises BackendMissing here, naming the command that installs it."""
 
     def __init__(self, targets: list[Target], log_dir: Path, timeout_s: float = 60.0,
                  memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, start_timeout_s: float = 180.0,
@@ -31,7 +34,7 @@ class BackendPool:
             target.name: WorkerProcess(
                 WorkerSpec(name=target.name, module="higen.backends.serve", args=(target.name,),
                            memory_limit_mb=memory_limit_mb, start_timeout_s=start_timeout_s,
-                           recycle_after=recycle_after),
+                           recycle_after=recycle_after, env=worker_env(target)),
                 log_dir,
             )
             for target in self.targets

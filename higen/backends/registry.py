@@ -16,14 +16,18 @@ class RuntimeInfo:
     module: str  # higen module implementing it
     package: str  # importable package that must exist
     install: str  # what to tell a user who lacks it
+    distribution: str = ""  # its name on PyPI, for other releases in the runtime cache ("": none)
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
     info.key: info
     for info in (
-        RuntimeInfo("ort", "ONNX Runtime", "higen.backends.ort", "onnxruntime", "pip install onnxruntime"),
-        RuntimeInfo("tvm", "Apache TVM (Relax)", "higen.backends.tvm", "tvm", "pip install apache-tvm"),
-        RuntimeInfo("ov", "OpenVINO", "higen.backends.openvino", "openvino", "pip install openvino"),
+        RuntimeInfo("ort", "ONNX Runtime", "higen.backends.ort", "onnxruntime", "pip install onnxruntime",
+                    "onnxruntime"),
+        RuntimeInfo("tvm", "Apache TVM (Relax)", "higen.backends.tvm", "tvm", "pip install apache-tvm",
+                    "apache-tvm"),
+        RuntimeInfo("ov", "OpenVINO", "higen.backends.openvino", "openvino", "pip install openvino",
+                    "openvino"),
         # Fault injection for reliability tests only: never part of a real campaign's defaults.
         RuntimeInfo("fault", "fault injector (tests)", "higen.backends.faults", "numpy", "(built in)"),
     )
@@ -46,7 +50,14 @@ def require_installed(key: str) -> RuntimeInfo:
 
 
 def create_backend(target: Target) -> Backend:
-    """Import the runtime module and build its backend for ``target`` (inside a worker)."""
-    info = require_installed(target.runtime)
+    """Import the runtime module and build its backend for ``target`` (inside a worker). A target
+    pinned to a release (``ort@1.20.1``) first checks that this release is the one imported."""
+    if target.version:
+        from higen.runtimes import verify_loaded
+
+        info = runtime_info(target.runtime)
+        verify_loaded(target)
+    else:
+        info = require_installed(target.runtime)
     module = importlib.import_module(info.module)
     return module.create(target)

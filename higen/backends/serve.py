@@ -4,37 +4,70 @@ Request: ``{"model": path, "inputs": path, "outputs": path}``. Reply: status (ok
 error), the stage reached, timings, and the error when there was one. Outputs go to the .npz file.
 With coverage collectors configured (``HIGEN_COVERAGE``, see ``higen.coverage.worker``), a request
 carrying ``"coverage": true`` gets ``"coverage": {...}`` in its reply.
+
+Many inputs, one model (``higen maximize``): ``"cache": true`` reuses the model this worker compiled
+last when the file is unchanged (:class:`CompileCache`); ``"batch": [[inputs, outputs], ...]`` runs
+several input files in one request instead of ``inputs``/``outputs``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
 from typing import Any
 
 from higen.backends.base import Backend, Target, Unsupported
+from higen.backends.defects import with_defects
 from higen.backends.registry import create_backend
 from higen.coverage.worker import from_env as worker_coverage
+from higen.runtimes import verify_loaded
 from higen.tensors import load_tensors, save_tensors
 from higen.workers import progress, serve
 
 
-def execute(backend: Backend, request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+class CompileCache:
+    """The model this worker compiled last, kept for requests that ask for it (``"cache": true``):
+    keyed by backend, path, size, modification time and inode, so an edited or replaced file compiles anew.
+    One entry bounds the memory it holds."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.compiled: Any = None
+
+    def compile(self, backend: Backend, model_path: str) -> tuple[Any, bool]:
+        """The compiled model and whether it came from the cache."""
+        stat = os.stat(model_path)
+        key = (id(backend), os.path.abspath(model_path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if key == self.key:
+            return self.compiled, True
+        self.key, self.compiled = None, None  # a failing compile leaves no stale entry
+        compiled = backend.compile(model_path)
+        self.key, self.compiled = key, compiled
+        return compiled, False
+
+
+def execute(backend: Backend, request: dict[str, Any],
+            cache: CompileCache | None = None) -> tuple[dict[str, Any], Any]:
     """Compile, run and save the outputs of one request; returns the reply and the compiled model
     (None when compilation failed). Exceptions become ``unsupported`` or ``error`` replies."""
     stage, timings, compiled = "compile", {"compile_s": 0.0, "run_s": 0.0}, None
     started = time.perf_counter()
     try:
         progress(stage)
-        compiled = backend.compile(request["model"])
+        if cache is not None and request.get("cache"):
+            compiled, timings["cached"] = cache.compile(backend, request["model"])
+        else:
+            compiled = backend.compile(request["model"])
         timings["compile_s"], stage = time.perf_counter() - started, "run"
         progress(stage)
-        inputs = load_tensors(request["inputs"])
-        started = time.perf_counter()
-        outputs = backend.run(compiled, inputs)
-        timings["run_s"] = time.perf_counter() - started
-        save_tensors(request["outputs"], outputs)
+        for inputs_path, outputs_path in request.get("batch") or [(request["inputs"], request["outputs"])]:
+            inputs = load_tensors(inputs_path)
+            started = time.perf_counter()
+            outputs = backend.run(compiled, inputs)
+            timings["run_s"] += time.perf_counter() - started
+            save_tensors(outputs_path, outputs)
         return {"status": "ok", "stage": stage, **timings}, compiled
     except Exception as exc:
         unsupported = isinstance(exc, Unsupported) or backend.is_unsupported(exc)
@@ -45,19 +78,22 @@ def execute(backend: Backend, request: dict[str, Any]) -> tuple[dict[str, Any], 
 
 def make_handler(target_text: str):
     coverage = worker_coverage()  # None unless the pool asked for coverage (HIGEN_COVERAGE)
-    backend = create_backend(Target.parse(target_text))
+    target = Target.parse(target_text)
+    backend = create_backend(target)  # a pinned release (ort@1.20.1) is checked to be the one imported
+    backend = with_defects(backend, target.name)  # HIGEN_DEFECTS: root-cause tests only
+    cache = CompileCache()
     if coverage is not None:
         coverage.attach(backend)
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         if coverage is not None:
             coverage.begin(request)
-        reply, compiled = execute(backend, request)
+        reply, compiled = execute(backend, request, cache)
         if coverage is not None and (payload := coverage.end(request, compiled)) is not None:
             reply["coverage"] = payload
         return reply
 
-    return handle, backend.describe()
+    return handle, {**backend.describe(), **(verify_loaded(target) if target.version else {})}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from higen import __version__
 from higen.backends.base import REFERENCE, Target
 from higen.backends.pool import BackendPool
 from higen.bugs.case import producers
+from higen.bugs.locate import Analyst, Identifier
 from higen.bugs.store import BugStore
 from higen.generation.config import GenConfig
 from higen.generation.tokens import graph_tokens
@@ -48,19 +49,24 @@ def capture(model: onnx.ModelProto, inputs: Tensors, targets: list[str], store: 
         onnx.save(model, test.model_path)
         save_tensors(test.inputs_path, inputs)
         save_tensors(test.reference_path, reference if reference is not None else reference_outputs(model, inputs))
+        analyst = Analyst(work / "logs", timeout_s, memory_limit_mb)
         with BackendPool([Target.parse(t) for t in targets], work / "logs", timeout_s, memory_limit_mb) as pool:
             outcomes = pool.run(test.model_path, test.inputs_path, test.directory)
             described = pool.describe()
-            precision = pool.internal_precision()
-        outputs = {name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok}
-        outputs[REFERENCE] = load_tensors(test.reference_path)
-        judgement = judge(outcomes, outputs, pairs, test.producers, tolerances, precision, nan_policy)
+            outputs = {name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok}
+            outputs[REFERENCE] = load_tensors(test.reference_path)
+            judgement = judge(outcomes, outputs, pairs, test.producers, tolerances, pool.internal_precision(),
+                              nan_policy)
+            try:
+                Identifier(pool, analyst, tolerances, nan_policy).identify(test, judgement, outcomes, outputs)
+            finally:
+                analyst.close()
         case = None
         if judgement.findings:
             metadata = {"versions": {"higen": __version__, "targets": described}, "mode": "capture",
                         "oracle": {"pairs": pairs, "nan_policy": nan_policy,
                                    "tolerances": {k: vars(v) for k, v in tolerances.items()}}}
-            _, case = store.record(test, judgement, outcomes, metadata)
+            case = store.record(test, judgement, outcomes, metadata).case
         return judgement, case
     finally:
         shutil.rmtree(work, ignore_errors=True)

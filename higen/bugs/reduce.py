@@ -23,6 +23,7 @@ counts before and after, repro.py); the original case is left untouched. Exit st
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ from higen.backends.pool import BackendPool
 from higen.bugs.analysis import analyze_mismatch
 from higen.bugs.case import FORMAT_VERSION, BugCase, file_name
 from higen.bugs.repro import Trial, run_and_judge, user_case
+from higen.bugs.rootcause import graph_form
 from higen.bugs.standalone import write_case_extras
 from higen.bugs.store import outcome_json, write_json_atomic
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
@@ -130,6 +132,26 @@ def _split(items: list[int], parts: int) -> list[list[int]]:
     return [chunk for chunk in chunks if chunk]
 
 
+KIND_VERDICTS = {"value": "mismatch", "nan_inf": "nan_inf_mismatch", "shape": "shape_mismatch",
+                 "dtype": "dtype_mismatch"}
+
+
+def focus_on_root_cause(finding: dict[str, Any], nodes: list[onnx.NodeProto], values: Tensors) -> dict[str, Any]:
+    """A mismatch whose root cause names its first diverging node is reduced around that node: the
+    candidate's only output is the node's output, and the predicate is "the pair still differs
+    there, in the same way", i.e. the same root cause, whichever graph output showed it first.
+    Other findings keep their own output and signature."""
+    cause = finding.get("root_cause") or {}
+    names = {node.name or f"{node.op_type}_{i}": node for i, node in enumerate(nodes)}
+    node = names.get(cause.get("node", ""))
+    if node is None or not node.output or node.output[0] not in values or cause.get("kind") not in KIND_VERDICTS:
+        return finding
+    output = node.output[0]
+    left, right = finding["targets"][:2]
+    signature = f"{KIND_VERDICTS[cause['kind']]}|{left}|{right}|{node.op_type}|{values[output].dtype}"
+    return {**finding, "output": output, "signature": signature, "output_signature": finding["signature"]}
+
+
 @dataclass
 class Candidate:
     keep: tuple[int, ...]
@@ -160,10 +182,9 @@ class Reducer:
     """Delta debugging over the nodes of one case's model, judged on the real targets."""
 
     def __init__(self, case: BugCase, pool: BackendPool, work: Path, signature: str | None = None,
-                 max_candidates: int = 500, timeout_s: float = 30.0):
+                 max_candidates: int = 500, timeout_s: float = 30.0, budget_s: float = math.inf):
         self.case = case
         self.finding = case.finding(signature)
-        self.signature = self.finding["signature"]
         self.mismatch = self.finding["verdict"] not in FAILURES
         self.targets = [t for t in self.finding["targets"] if t != REFERENCE]
         self.needs_reference = REFERENCE in self.finding["targets"]
@@ -179,6 +200,10 @@ class Reducer:
         self.recorded = load_tensors(case.reference_path)
         self.constant = constant_values(self.model)
         self.values, self.source = evaluate_all(self.model, load_tensors(case.inputs_path), work, timeout_s)
+        if self.mismatch:
+            self.finding = focus_on_root_cause(self.finding, self.nodes, self.values)
+        self.signature = self.finding["signature"]
+        self.deadline = time.monotonic() + budget_s
         self.cache: dict[tuple[int, ...], bool] = {}
         self.best: Candidate | None = None
         self.tried = 0
@@ -222,7 +247,7 @@ class Reducer:
         key = tuple(sorted(keep))
         if key in self.cache:
             return self.cache[key]
-        if self.tried >= self.max_candidates:
+        if self.tried >= self.max_candidates or time.monotonic() > self.deadline:
             return False
         self.tried += 1
         built = self.build(key)
@@ -339,6 +364,8 @@ def write_reduced(case: BugCase, reducer: Reducer, result: Reduction) -> Path:
         "format_version": FORMAT_VERSION, "case": f"{case.path.name}/{REDUCED}", "reduced_from": "..",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "verdict": reducer.finding["verdict"],
         "signature": reducer.signature, "saved_for": [reducer.signature], "findings": findings,
+        "root_cause": reducer.finding.get("root_cause"), "form": graph_form(best.model),
+        "original_signature": reducer.finding.get("output_signature", reducer.signature),
         "targets": reducer.targets, "reference": REFERENCE, "reference_file": REDUCED_REFERENCE,
         "reference_source": source, "values_source": result.source,
         "nodes_before": result.nodes_before, "nodes_after": result.nodes_after, "onnx_nodes": result.nodes_after,
@@ -360,14 +387,15 @@ def write_reduced(case: BugCase, reducer: Reducer, result: Reduction) -> Path:
 
 
 def reduce_case(case: BugCase, signature: str | None = None, timeout_s: float = 30.0,
-                memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, max_candidates: int = 500) -> tuple[Reduction, Path | None]:
+                memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, max_candidates: int = 500,
+                budget_s: float = math.inf) -> tuple[Reduction, Path | None]:
     """Reduce one case; returns the reduction and the ``reduced/`` folder (None when it did not reproduce)."""
     work = scratch_dir("higen-reduce-")
     try:
         finding = case.finding(signature)
         targets = [Target.parse(t) for t in finding["targets"] if t != REFERENCE]
         with BackendPool(targets, work / "logs", timeout_s, memory_limit_mb) as pool:
-            reducer = Reducer(case, pool, work, signature, max_candidates, timeout_s)
+            reducer = Reducer(case, pool, work, signature, max_candidates, timeout_s, budget_s)
             result = reducer.run()
             folder = write_reduced(case, reducer, result) if result.reproduced and result.best else None
         return result, folder
@@ -384,16 +412,19 @@ def command_reduce(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per candidate and target")
     parser.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
     parser.add_argument("--max-candidates", type=int, default=500, help="candidate models tried at most")
+    parser.add_argument("--budget", type=float, default=math.inf, help="seconds the search may take (best so far is kept)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
     args = parser.parse_args(argv)
     case = user_case(args.case)
     if args.signature and args.signature not in {f["signature"] for f in case.meta["findings"]}:
         raise UserError(f"{args.case} has no finding with signature {args.signature!r} (see its meta.json)")
     console = Console()
-    result, folder = reduce_case(case, args.signature, args.timeout, args.memory_limit_mb, args.max_candidates)
+    result, folder = reduce_case(case, args.signature, args.timeout, args.memory_limit_mb, args.max_candidates,
+                                 args.budget)
     signature = args.signature or case.signature
     summary = {"case": str(case.path), "signature": signature, "reproduced": result.reproduced,
                "nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
+               "form": graph_form(result.best.model) if folder else "",
                "candidates": result.tried, "seconds": round(result.seconds, 2), "reduced": str(folder or "")}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

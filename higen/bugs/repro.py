@@ -1,4 +1,6 @@
-"""``higen repro CASE``: run a saved bug case again on its targets with the installed runtimes.
+"""``higen repro CASE``: run a saved bug case again on its targets with the installed runtimes; a
+target pinned to a release (``ort@1.20.1:cpu:O3``, version-differential cases) runs that release
+from the runtime cache, and one not installed there is a one-line error naming ``higen runtimes add``.
 
 The targets run in crash-isolated workers (:class:`BackendPool`), the reference is the saved
 ``outputs/torch_cpu.npz``, and :func:`higen.oracle.judge` decides with the case's recorded pairs,
@@ -80,16 +82,22 @@ def report(case: BugCase, trial: Trial, console: Console) -> dict[str, Any]:
                       (outcome.message or outcome.error_type).strip().split("\n")[0][:100])
     console.print(table)
     recorded = [f["signature"] for f in case.meta["findings"]]
-    for signature in recorded:
-        mark = "[red]shows[/red]" if signature in trial.signatures else "[green]gone[/green]"
-        console.print(f"  {mark}  {signature}", soft_wrap=True)
+    every = []
+    for finding in case.meta["findings"]:  # every finding of the case, each with its root cause
+        shows = finding["signature"] in trial.signatures
+        cause = (finding.get("root_cause") or {}).get("key", "")
+        every.append({"signature": finding["signature"], "root_cause": cause, "reproduces": shows})
+        mark = "[red]shows[/red]" if shows else "[green]gone[/green]"
+        console.print(f"  {mark}  {finding['signature']}" + (f"\n         root cause: {cause}" if cause else ""),
+                      soft_wrap=True, highlight=False)
     for signature in trial.signatures:
         if signature not in recorded:
             console.print(f"  [yellow]new[/yellow]   {signature}", soft_wrap=True)
     reproduces = case.signature in trial.signatures
     described = case.meta.get("versions", {}).get("targets", {})
     return {"case": str(case.path), "signature": case.signature, "reproduces": reproduces,
-            "findings": trial.signatures, "statuses": {t: o.status for t, o in trial.outcomes.items()},
+            "findings": trial.signatures, "recorded": every,
+            "statuses": {t: o.status for t, o in trial.outcomes.items()},
             "recorded_versions": {t: described.get(t, {}).get("version") for t in trial.outcomes}}
 
 

@@ -16,6 +16,7 @@ meta.json, a ``.tmp-*`` staging folder) is reported in one line and skipped. The
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -30,7 +31,7 @@ from rich.table import Table
 from higen.backends.base import REFERENCE
 from higen.bugs.analysis import analyze_mismatch, looks_unsupported
 from higen.bugs.case import CaseError, load_outputs, read_meta, refuse_pickles
-from higen.bugs.store import CASES, INDEX, SignatureIndex, case_dirs, log
+from higen.bugs.store import CASES, INDEX, RootCauseIndex, SignatureIndex, case_dirs, log
 from higen.oracle import Tolerance
 from higen.tensors import load_tensors
 
@@ -43,18 +44,22 @@ BASE = {"crash": 100.0, "error": 90.0, "timeout": 80.0, "shape_mismatch": 70.0, 
 
 @dataclass
 class Ranked:
-    """One signature with its best example."""
+    """One root cause with its signatures and its best example first."""
 
-    signature: str
+    key: str
+    id: str
     verdict: str
     targets: list[str]
     score: float
     where: str
     count: int
+    signatures: list[str] = field(default_factory=list)
     cases: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    noise: bool = False
     reduced: str = ""
     analysis: dict[str, Any] = field(default_factory=dict)
+    root_cause: dict[str, Any] = field(default_factory=dict)
 
 
 def discover(path: Path) -> list[Path]:
@@ -125,6 +130,7 @@ def where(finding: dict[str, Any], meta: dict[str, Any]) -> str:
         what = " ".join(p for p in parts[2:4] if p)  # stage and exception type or signal
         return f"{what}: {BOILERPLATE.sub('', parts[-1]).strip()}"[:160]
     analysis = finding.get("analysis") or {}
+    node = (finding.get("root_cause") or {}).get("node")
     producer = analysis.get("producer") or {}
     text = f"{producer.get('op', '?')}({', '.join(producer.get('inputs', []))})" if producer else finding.get("output", "")
     if "dtype" in analysis:
@@ -133,7 +139,7 @@ def where(finding: dict[str, Any], meta: dict[str, Any]) -> str:
         text += f", {analysis['error_eps']:.3g} eps"
     if "bad_fraction" in analysis:
         text += f", {analysis['bad_fraction']:.2%} off"
-    return text
+    return f"node {node}, seen at output {text}" if node else text
 
 
 def reduced_meta(directory: Path, signature: str) -> dict[str, Any]:
@@ -142,7 +148,7 @@ def reduced_meta(directory: Path, signature: str) -> dict[str, Any]:
         reduced = read_meta(directory / "reduced")
     except CaseError:
         return {}
-    return reduced if reduced["signature"] == signature else {}
+    return reduced if signature in (reduced["signature"], reduced.get("original_signature")) else {}
 
 
 def case_ops(meta: dict[str, Any], reduced: dict[str, Any]) -> set[str]:
@@ -167,14 +173,36 @@ def recompute(directory: Path, meta: dict[str, Any], finding: dict[str, Any], wa
     return analyze_mismatch(finding, outputs, model, tolerances, meta.get("versions", {}).get("targets", {}), inputs)
 
 
+def cause_of(finding: dict[str, Any]) -> dict[str, Any]:
+    """The finding's root cause; a case saved before root causes existed counts as its signature."""
+    return finding.get("root_cause") or {"key": finding["signature"],
+                                         "id": hashlib.sha1(finding["signature"].encode()).hexdigest()[:10]}
+
+
+def cause_index(path: Path) -> dict[str, dict[str, Any]]:
+    """The run root's root_causes.json ({} when absent): counts and every signature seen."""
+    index = RootCauseIndex(path)
+    return index.load() if index.path.is_file() else {}
+
+
+def merge(into: Ranked, alias: Ranked) -> None:
+    """Fold a root cause that reduced to the same graph as ``into`` into it."""
+    into.signatures += [sig for sig in alias.signatures if sig not in into.signatures]
+    into.cases += [case for case in alias.cases if case not in into.cases]
+    into.count += alias.count
+    into.tags = sorted(set(into.tags) | set(alias.tags) | {f"merged:{alias.id}"})
+
+
 def rank(path: Path, only_crashes: bool = False, exclude_ops: set[str] | None = None,
          warn=lambda line: None) -> tuple[list[Ranked], list[str]]:
-    """Ranked signatures (best first) and the one-line reasons for skipped folders."""
+    """Ranked root causes (credible bugs first, best first; noise after) and the one-line reasons for
+    skipped folders. A root cause's score is its best finding's; noise scores at most 15."""
     excluded = {op.lower() for op in exclude_ops or ()}
     directories = discover(path)
     seen = counts(path, directories)
+    known = cause_index(path)
     skipped: list[str] = []
-    by_signature: dict[str, Ranked] = {}
+    by_cause: dict[str, Ranked] = {}
     for directory in directories:
         try:
             meta = read_meta(directory)
@@ -190,42 +218,77 @@ def rank(path: Path, only_crashes: bool = False, exclude_ops: set[str] | None = 
                 continue
             if finding["verdict"] not in FAILURES and "analysis" not in finding:
                 finding["analysis"] = recompute(directory, meta, finding, warn)
+            cause = cause_of(finding)
             value, tags = score(finding, meta, reduced)
-            sig = finding["signature"]
-            entry = by_signature.get(sig)
-            if entry is None or value > entry.score:  # the best example goes first
-                by_signature[sig] = Ranked(
-                    sig, finding["verdict"], list(finding["targets"]), round(value, 1), where(finding, meta),
-                    seen.get(sig, 0), [str(directory), *(entry.cases if entry else [])], tags,
-                    f"{reduced['nodes_before']}->{reduced['nodes_after']}" if reduced else "",
-                    finding.get("analysis") or {})
-            else:
+            noise = bool(cause.get("noise"))
+            tags = cause["tags"] if "tags" in cause else tags  # the root cause weighed localization too
+            value = min(value, 15.0) if noise else value
+            sig, key = finding["signature"], cause["key"]
+            entry = by_cause.get(key)
+            if entry is None:
+                entry = by_cause[key] = Ranked(key, cause["id"], finding["verdict"], list(finding["targets"]),
+                                               round(value, 1), where(finding, meta), 0, noise=noise,
+                                               root_cause=cause)
+            if sig not in entry.signatures:
+                entry.signatures.append(sig)
+                entry.count += seen.get(sig, 0)
+            if value > entry.score or not entry.cases:  # the best example goes first
+                entry.score, entry.where, entry.analysis = round(value, 1), where(finding, meta), finding.get("analysis") or {}
+                entry.reduced = f"{reduced['nodes_before']}->{reduced['nodes_after']}" if reduced else entry.reduced
+                entry.cases.insert(0, str(directory))
+            elif str(directory) not in entry.cases:
                 entry.cases.append(str(directory))
-    for entry in by_signature.values():
-        entry.count = max(entry.count, len(entry.cases))
-    ranked = sorted(by_signature.values(), key=lambda e: (-e.score, -e.count, e.signature))
+            entry.tags = sorted(set(entry.tags) | set(tags))
+    for key in [k for k in by_cause if known.get(k, {}).get("alias_of") in by_cause]:
+        merge(by_cause[known[key]["alias_of"]], by_cause.pop(key))  # one defect: its reductions agree
+    for entry in by_cause.values():
+        indexed = known.get(entry.key, {})
+        entry.signatures += [sig for sig in indexed.get("signatures", []) if sig not in entry.signatures]
+        entry.count = max(entry.count, indexed.get("count", 0), len(entry.cases))
+    ranked = sorted(by_cause.values(), key=lambda e: (e.noise, -e.score, -e.count, e.key))
     return ranked, skipped
+
+
+def describe(entry: Ranked) -> str:
+    """The root cause in words: kind, blamed side, op (dtype, attribute class)."""
+    cause = entry.root_cause
+    if "op" not in cause:
+        return entry.where
+    if cause.get("kind") in FAILURES:
+        return f"{cause['kind']} at {cause['op']} on {cause.get('blamed')}"
+    extra = ", ".join(p for p in (cause.get("dtype"), cause.get("attrs")) if p)
+    return f"{cause.get('kind')} in {cause.get('op')}" + (f" ({extra})" if extra else "") + f" on {cause.get('blamed')}"
 
 
 def markdown(ranked: list[Ranked], source: Path) -> str:
     lines = [f"# HiGen triage of `{source}`", "",
-             "| # | score | verdict | targets | where | seen | cases | reduced | tags | example |",
+             f"{sum(not e.noise for e in ranked)} bugs (credible root causes), "
+             f"{sum(e.noise for e in ranked)} root causes of noise.", "",
+             "| # | score | root cause | where | signatures | seen | cases | reduced | tags | example |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for number, e in enumerate(ranked, 1):
-        cells = [str(number), f"{e.score:g}", e.verdict, ", ".join(e.targets), e.where.replace("|", "\\|"),
-                 str(e.count), str(len(e.cases)), e.reduced, " ".join(e.tags), f"`{e.cases[0]}`"]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [str(number), f"{e.score:g}" + (" (noise)" if e.noise else ""), describe(e), e.where,
+                 str(len(e.signatures)), str(e.count), str(len(e.cases)), e.reduced, " ".join(e.tags),
+                 f"`{e.cases[0]}`"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def table(ranked: list[Ranked]) -> Table:
-    out = Table("#", "score", "verdict", "targets", "where", "seen", "cases", "reduced", "tags", "example",
-                title="bug signatures, most worth a look first")
+    out = Table("#", "score", "root cause", "where", "sigs", "seen", "cases", "reduced", "tags", "example",
+                title="root causes: bugs first (most worth a look first), then noise")
     for number, e in enumerate(ranked, 1):
-        style = "red" if e.verdict in FAILURES else ("dim" if e.score <= 15 else "")
-        out.add_row(str(number), f"{e.score:g}", e.verdict, "\n".join(e.targets), e.where, str(e.count),
+        style = "dim" if e.noise else ("red" if e.verdict in FAILURES else "")
+        out.add_row(str(number), f"{e.score:g}", describe(e), e.where, str(len(e.signatures)), str(e.count),
                     str(len(e.cases)), e.reduced, " ".join(e.tags), Path(e.cases[0]).name, style=style)
     return out
+
+
+def plain(ranked: list[Ranked]) -> list[str]:
+    """One line per root cause, for a console that is not a terminal (piped into a file or a pager)."""
+    return [f"{number}. {'noise' if e.noise else 'bug'} {e.score:g} {describe(e)} | {e.where} | "
+            f"{len(e.signatures)} signatures, seen {e.count}, {len(e.cases)} cases | {' '.join(e.tags) or '-'} | "
+            f"{e.cases[0]}" for number, e in enumerate(ranked, 1)]
 
 
 def command_triage(argv: list[str]) -> int:
@@ -248,12 +311,17 @@ def command_triage(argv: list[str]) -> int:
                            warn=lambda line: errors.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True,
                                                           highlight=False))
     shown = ranked[:args.top] if args.top else ranked
-    if shown:
+    if shown and console.is_terminal:
         console.print(table(shown))
-    console.print(f"{len(ranked)} signatures from {sum(len(e.cases) for e in ranked)} case examples"
-                  f"{f', {len(skipped)} folders skipped' if skipped else ''}")
+    elif shown:
+        for line in plain(shown):
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
+    bugs = sum(not e.noise for e in ranked)
+    console.print(f"{bugs} bugs ({len(ranked) - bugs} root causes of noise) from "
+                  f"{sum(len(e.signatures) for e in ranked)} signatures and {sum(len(e.cases) for e in ranked)} "
+                  f"case examples{f', {len(skipped)} folders skipped' if skipped else ''}")
     if args.json:
-        args.json.write_text(json.dumps({"source": str(args.path), "signatures": [asdict(e) for e in shown],
+        args.json.write_text(json.dumps({"source": str(args.path), "root_causes": [asdict(e) for e in shown],
                                          "skipped": skipped}, indent=2))
     if args.markdown:
         args.markdown.write_text(markdown(shown, args.path))

@@ -35,6 +35,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "tvm-py": ("tvm", "tvm_py"),
 }
 CSV_NAME = "coverage_by_steps.csv"
+#: Every feature the first time it is seen, one JSON line per test that saw new ones: the union of a
+#: resumed run is rebuilt from it (``CoverageManager.resume``).
+JOURNAL_NAME = "coverage_union.jsonl"
 
 
 @dataclass
@@ -65,20 +68,33 @@ def collector_names(settings: CoverageSettings, runtime: str) -> list[str]:
 
 
 class CoverageCsv:
-    """``coverage_by_steps.csv``: a row per test, appended as soon as complete; empty = not measured."""
+    """``coverage_by_steps.csv``: a row per test, appended as soon as complete; empty = not measured.
+    An existing file (a resumed run) keeps its complete rows; a row cut by a kill is dropped."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path = Path(path)
         self.columns = ["step", "time", *columns]
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = self._existing_rows()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as handle:
-            csv.writer(handle).writerow(self.columns)
+        self.rewrite_sorted()
+
+    def _existing_rows(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        text = self.path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        rows = list(csv.DictReader(complete.splitlines()))
+        return [{**{k: v for k, v in row.items() if v not in ("", None)}, "step": int(row["step"])} for row in rows]
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         with open(self.path, "a", newline="") as handle:
             csv.writer(handle).writerow([_cell(row.get(c)) for c in self.columns])
+
+    def truncate(self, last_step: int) -> None:
+        """Drop rows after ``last_step`` (tests a killed run measured but never logged)."""
+        self.rows = [row for row in self.rows if row["step"] <= last_step]
+        self.rewrite_sorted()
 
     def rewrite_sorted(self) -> None:
         """Rows in step order (a row held for a gcovr sample is written when the sample is done)."""
@@ -117,6 +133,7 @@ class CoverageManager:
         self.latest_gcovr: dict[str, GcovrResult] = {}
         self._held: dict[int, tuple[dict[str, Any], set[str]]] = {}  # step -> (row, labels still running)
         self._last_row: dict[str, Any] | None = None
+        self._step = 0  # the test being observed (journal lines carry it)
         self._own_data_dir = False
         self._closed = False
         self.data_dir: str | None = None
@@ -142,6 +159,7 @@ class CoverageManager:
             columns[at:at] = [f"gcov_{label}_total", f"gcovr_{label}_branch_covered",
                               f"gcovr_{label}_line_covered", f"gcovr_{label}_line_total"]
         self.csv = CoverageCsv(self.run_dir / CSV_NAME, columns) if self.run_dir else None
+        self.journal = open(self.run_dir / JOURNAL_NAME, "a", buffering=1) if self.run_dir else None
 
     # -- wiring ----------------------------------------------------------------------------------------
     @property
@@ -182,14 +200,17 @@ class CoverageManager:
                ) -> dict[str, int]:
         """Add one test's features; returns per collector how many were new. ``baseline`` features
         (executed outside any test) join the union without counting as new."""
-        for name, found in (baseline or {}).items():
-            self.union.setdefault(name, set()).update(found)
+        fresh = {name: set(found) - self.union.setdefault(name, set()) for name, found in (baseline or {}).items()}
+        for name, found in fresh.items():
+            self.union[name].update(found)
         new = {}
         for name, found in features.items():
             seen = self.union.setdefault(name, set())
-            before = len(seen)
-            seen.update(found)
-            new[name] = len(seen) - before
+            added = set(found) - seen
+            seen.update(added)
+            fresh.setdefault(name, set()).update(added)
+            new[name] = len(added)
+        self._journal(fresh)
         return new
 
     def observe(self, step: int, tokens: Iterable[str], outcomes: dict[str, Any] | None = None) -> dict[str, int]:
@@ -208,9 +229,39 @@ class CoverageManager:
             for name, message in payload.get("errors", {}).items():
                 count, first = self.errors.get(name, (0, f"{target}: {message}"))
                 self.errors[name] = (count + 1, first)
+        self._step = step
         new = self.update(features, baseline)
         self._record(step, new)
         return new
+
+    def _journal(self, fresh: dict[str, set[str]]) -> None:
+        fresh = {name: sorted(found) for name, found in fresh.items() if found}
+        if fresh and self.journal is not None:
+            self.journal.write(json.dumps({"step": self._step, "new": fresh}) + "\n")
+
+    def resume(self, last_step: int) -> None:
+        """Continue a run whose tests up to ``last_step`` were logged: the union from the journal,
+        the CSV without the rows of later (unlogged) tests."""
+        if self.run_dir is None:
+            return
+        path = self.run_dir / JOURNAL_NAME
+        self.journal.close()
+        kept = []
+        for line in path.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # cut by a kill
+            entry = json.loads(line)
+            if entry["step"] > last_step:
+                continue
+            kept.append(line)
+            for name, found in entry["new"].items():
+                self.union.setdefault(name, set()).update(found)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+        self.journal = open(path, "a", buffering=1)
+        self._epoch_mark = self.covered()
+        self.csv.truncate(last_step)
 
     def _record(self, step: int, new: dict[str, int]) -> None:
         self._poll_gcovr(wait=False)
@@ -289,6 +340,8 @@ class CoverageManager:
             if self.csv is not None:
                 self.csv.rewrite_sorted()
         finally:
+            if self.journal is not None:
+                self.journal.close()
             for sampler in self.samplers.values():
                 sampler.stop()
             if self._own_data_dir and self.data_dir:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 CSV_NAME = "coverage_by_steps.csv"
 LOG_NAME = "training.log"
+BUGS = "bugs (credible root causes)"
+SIGNATURES = "unique signatures"  # symptoms: shown, never the headline
 
 
 @dataclass
@@ -26,6 +28,11 @@ class RunData:
     series: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)  # name -> (step, time, value)
     totals: dict[str, float] = field(default_factory=dict)  # name -> latest known total
     signatures: list[tuple[int, float, int]] = field(default_factory=list)  # (index, time, cumulative unique)
+    bugs: list[tuple[int, float, int]] = field(default_factory=list)  # (index, time, cumulative credible root causes)
+
+    def counted(self, panel: str) -> list[tuple[int, float, int]]:
+        """The points of a count panel (bugs, signatures); coverage panels are in ``series``."""
+        return {BUGS: self.bugs, SIGNATURES: self.signatures}.get(panel, [])
 
 
 def resolve_run(path: Path) -> Path:
@@ -38,7 +45,7 @@ def load_run(path: Path, label: str) -> RunData:
     run = RunData(label)
     log = path / LOG_NAME
     if log.exists():
-        total = 0
+        total = bugs = 0
         for line in log.read_text().splitlines():
             try:
                 event = json.loads(line)
@@ -49,6 +56,9 @@ def load_run(path: Path, label: str) -> RunData:
             elif event.get("event") == "test" and "index" in event:
                 total += int(event.get("new") or 0)
                 run.signatures.append((int(event["index"]), float(event.get("time", math.nan)), total))
+                if "new_bugs" in event:  # logs written before root causes have signatures only
+                    bugs += len(event["new_bugs"])
+                    run.bugs.append((int(event["index"]), float(event.get("time", math.nan)), bugs))
     table = path / CSV_NAME
     if table.exists():
         with open(table, newline="") as handle:
@@ -81,7 +91,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
     names: list[str] = []
     for run in runs:
         names.extend(n for n in run.series if n not in names and not n.endswith(" (gcovr)"))
-    panels = names + ["unique signatures"]
+    panels = ([BUGS] if any(r.bugs for r in runs) else []) + names + [SIGNATURES]
     span = max([(p[1] - r.start) for r in runs if r.start for s in r.series.values() for p in s] +
                [(p[1] - r.start) for r in runs if r.start for p in r.signatures if not math.isnan(p[1])] + [1.0])
     scale, unit = (3600.0, "h") if span > 3 * 3600 else (60.0, "min") if span > 600 else (1.0, "s")
@@ -93,10 +103,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
         by_tests, by_time = axes[row]
         for index, run in enumerate(runs):
             color = colors[index % len(colors)]
-            if panel == "unique signatures":
-                points = [(i, t, v) for i, t, v in run.signatures]
-            else:
-                points = run.series.get(panel, [])
+            points = run.counted(panel) or run.series.get(panel, [])
             if points:
                 by_tests.plot([p[0] for p in points], [p[2] for p in points], color=color, label=run.label)
                 if run.start is not None:
@@ -109,7 +116,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
                     by_time.plot([(p[1] - run.start) / scale for p in sampled], [p[2] for p in sampled], "o",
                                  color=color, markersize=4)
         totals = sorted({int(r.totals[panel]) for r in runs if panel in r.totals})
-        heading = panel if panel == "unique signatures" else f"{panel}: features covered"
+        heading = panel if panel in (BUGS, SIGNATURES) else f"{panel}: features covered"
         if totals:
             heading += f" (of {', '.join(map(str, totals))} branches)"
         for axis in (by_tests, by_time):
@@ -117,7 +124,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
             axis.grid(alpha=0.3)
             axis.yaxis.set_major_locator(MaxNLocator(integer=True))
             axis.ticklabel_format(axis="y", style="plain", useOffset=False)
-            if panel == "unique signatures":
+            if panel in (BUGS, SIGNATURES):
                 axis.set_ylim(bottom=0, top=max(1, axis.get_ylim()[1]))
         by_tests.set_xlabel("tests")
         by_time.set_xlabel(f"time since start ({unit})")

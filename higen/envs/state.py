@@ -26,16 +26,16 @@ from higen.rewards import (
     unseen_tokens,
 )
 
-#: validity, finding rate, new-signature rate, token novelty, coverage growth
-RATE_NAMES = ("validity", "findings", "new_signatures", "novelty", "coverage")
+#: validity, credible-bug rate, new-bug rate, token novelty, coverage growth (bugs: root causes, noise excluded)
+RATE_NAMES = ("validity", "bugs", "new_bugs", "novelty", "coverage")
 EMA = 0.3  # weight of the newest epoch in the per-dimension statistics
 
 
 @dataclass
 class TestRecord:
     valid: bool
-    findings: int
-    new: int
+    bugs: int  # credible root causes of the test
+    new: int  # of which new to the run root
     unseen: int
     n_tokens: int
     coverage: float
@@ -49,7 +49,7 @@ def rates(records: list[TestRecord]) -> np.ndarray:
     n = len(records)
     return np.array([
         sum(r.valid for r in records) / n,
-        sum(r.findings > 0 for r in records) / n,
+        sum(r.bugs > 0 for r in records) / n,
         sum(r.new > 0 for r in records) / n,
         sum(r.unseen / max(1, r.n_tokens) for r in records) / n,
         sum(r.coverage / (1.0 + r.coverage) for r in records) / n,
@@ -127,11 +127,11 @@ class FuzzState:
         unseen = unseen_tokens(tokens, self.tokens)
         self.tokens.update(tokens)
         gain = float(self.gain_of(result) or 0.0)
-        terms = low_level_terms(new_signatures=len(result.new_signatures), findings=len(result.findings),
+        terms = low_level_terms(new_bugs=len(result.new_bugs), bugs=len(result.bugs),
                                 valid=result.valid, unseen=unseen, coverage_gain=gain,
                                 seconds=result.timings.get("gen_s", 0.0) + result.timings.get("exec_s", 0.0),
                                 weights=self.rewards.low)
-        record = TestRecord(result.valid, len(result.findings), len(result.new_signatures), unseen, len(tokens),
+        record = TestRecord(result.valid, len(result.bugs), len(result.new_bugs), unseen, len(tokens),
                             gain, terms.total)
         self.window.append(record)
         self.epoch.append(record)
@@ -160,7 +160,7 @@ class FuzzState:
         wall = max(time.perf_counter() - self.epoch_started, 1e-9)
         key = "".join(str(int(b)) for b in self.free)
         validity = sum(r.valid for r in records) / n if n else 0.0
-        terms = high_level_terms(new_signatures=sum(r.new for r in records), validity_ratio=validity,
+        terms = high_level_terms(new_bugs=sum(r.new for r in records), validity_ratio=validity,
                                  coverage_growth=sum(r.coverage for r in records),
                                  new_tokens=sum(r.unseen for r in records),
                                  times_tried_before=self.mask_counts[key], tests_per_s=n / wall,
@@ -174,7 +174,8 @@ class FuzzState:
         summary = {
             "epoch": self.big_epochs, "free": list(free_names(self.free)), "tests": n,
             "verdicts": dict(Counter(str(r.verdict) for r in results)), "validity": validity,
-            "findings": sum(r.findings for r in records), "new_signatures": sum(r.new for r in records),
+            "findings": sum(len(r.findings) for r in results), "bugs": sum(r.bugs for r in records),
+            "new_bugs": sum(r.new for r in records), "new_signatures": sum(len(r.new_signatures) for r in results),
             "new_tokens": sum(r.unseen for r in records), "unique_tokens": len(self.tokens),
             "tests_per_s": n / wall, "high_reward": terms.as_dict(),
             "low_reward_mean": sum(r.reward for r in records) / n if n else 0.0,
@@ -197,14 +198,18 @@ class FuzzState:
                 "last_mask": self.last_mask.tolist(), "last_rates": self.last_rates.tolist(),
                 "elapsed_s": time.perf_counter() - self.began}
 
-    def restore(self, data: dict[str, Any]) -> None:
-        """Continue from a checkpoint (a partly run big epoch is dropped: its tests stay counted)."""
-        self.tests, self.big_epochs = int(data["tests"]), int(data["big_epochs"])
+    def restore(self, data: dict[str, Any], tests: int | None = None, elapsed_s: float | None = None,
+                seen_tokens: set[str] = frozenset()) -> None:
+        """Continue from a checkpoint. ``tests``, ``elapsed_s``, ``seen_tokens``: what the run logged
+        after it (a partly run big epoch: its tests stay counted, their tokens known; SAC has no
+        transitions of them)."""
+        self.tests, self.big_epochs = int(data["tests"] if tests is None else tests), int(data["big_epochs"])
         self.tokens = Counter(data["tokens"])
+        self.tokens.update(set(seen_tokens) - set(self.tokens))
         self.window = deque((TestRecord(**r) for r in data["window"]), maxlen=self.window.maxlen)
         self.mask_counts = Counter(data["mask_counts"])
         self.dim_validity = np.array(data["dim_validity"], dtype=np.float32)
         self.dim_novelty = np.array(data["dim_novelty"], dtype=np.float32)
         self.last_mask = np.array(data["last_mask"], dtype=np.int8)
         self.last_rates = np.array(data["last_rates"], dtype=np.float32)
-        self.began = time.perf_counter() - float(data.get("elapsed_s", 0.0))
+        self.began = time.perf_counter() - float(data.get("elapsed_s", 0.0) if elapsed_s is None else elapsed_s)

@@ -11,8 +11,9 @@ RANKS = (0, 1, 2, 3, 4, 5)
 MAX_NODES_RANGE = (1, 64)
 MAX_ELEMS_RANGE = (1, 1 << 20)
 #: How inputs are chosen: NNSmith's gradient search, plain random values, or boundary values (see
-#: higen.numerics.edge). ``input_search=False`` turns "gradient" into "random".
-INPUT_STRATEGIES = ("gradient", "random", "edge")
+#: higen.numerics.edge), or gradient inputs then a short error-maximizing search in the backend workers
+#: (higen.numerics.maxfuzz). ``input_search=False`` turns "gradient" into "random".
+INPUT_STRATEGIES = ("gradient", "random", "edge", "maximize")
 
 
 class ConfigError(ValueError):

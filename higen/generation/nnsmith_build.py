@@ -9,17 +9,21 @@ NNSmith 0.1.0's own export call fails on current torch.
 from __future__ import annotations
 
 import io
+import random
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
 import torch
+import z3
 from nnsmith.abstract.dtype import DType
 from nnsmith.abstract.op import AbsOpBase, Constant, Input
 from nnsmith.graph_gen import model_gen
-from nnsmith.materialize.torch import TorchModelCPU
+from nnsmith.materialize.torch import TorchModelCPU, input_gen, symbolnet
 
 from higen.generation.config import DTYPES, GenConfig
 from higen.generation.single_io import prune_to_single_io
@@ -29,6 +33,10 @@ from higen.tensors import save_tensors
 
 OPSET = 14
 TorchModelCPU.add_seed_setter()  # model_gen's seed then also seeds torch
+#: NNSmith bounds its gradient input search by wall time (20 ms); HiGen runs it on a step clock that
+#: advances this much per reading instead (about one reading per search step), so a search takes the
+#: same steps on an idle or a loaded machine and a test's inputs depend on its seed only.
+SEARCH_CLOCK_STEP_S = 1e-3
 
 
 class InvalidTest(Exception):
@@ -108,11 +116,42 @@ def check_output_dtypes(model: onnx.ModelProto, reference: dict[str, np.ndarray]
             raise InvalidTest(f"exported output {value.name} is {declared} but PyTorch computes {actual}")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed every generator NNSmith and PyTorch draw from before anything of the test runs (NNSmith's
+    model_gen seeds them again with the same seed) and give z3 a fresh context, so a test depends on
+    its seed and config only, never on the tests the worker built before."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    # z3's answers depend on the ids of the terms its global context made before: start a fresh one
+    z3.z3._main_ctx = None
+
+
+@contextmanager
+def step_clock() -> Iterator[None]:
+    """NNSmith's input search reads ``time.time()`` to stop; make each reading advance a fixed step."""
+    ticks = [0]
+
+    def now() -> float:
+        ticks[0] += 1
+        return ticks[0] * SEARCH_CLOCK_STEP_S
+
+    clock = SimpleNamespace(time=now)
+    saved = input_gen.time, symbolnet.time
+    input_gen.time = symbolnet.time = clock
+    try:
+        yield
+    finally:
+        input_gen.time, symbolnet.time = saved
+
+
 def apply_input_strategy(model: TorchModelCPU, config: GenConfig) -> None:
-    """gradient: search inputs so no operator leaves its stable domain; random: NNSmith's random
-    inputs; edge: boundary values (make_oracle then computes the reference on them)."""
-    if config.input_strategy == "gradient":
-        model.refine_weights()
+    """gradient: search inputs so no operator leaves its stable domain (a bounded number of steps, see
+    ``step_clock``); random: NNSmith's random inputs; edge: boundary values (make_oracle then computes
+    the reference on them)."""
+    if config.input_strategy in ("gradient", "maximize"):  # maximize searches further in the workers
+        with step_clock():
+            model.refine_weights()
     elif config.input_strategy == "edge":
         specs = [(name, like.shape, like.dtype.numpy()) for name, like in model.torch_model.input_like.items()]
         model.sat_inputs = {name: torch.from_numpy(value) for name, value in edge_inputs(specs, config.seed).items()}
@@ -121,6 +160,7 @@ def apply_input_strategy(model: TorchModelCPU, config: GenConfig) -> None:
 
 def build_test(config: GenConfig, allowed: dict[str, list[str]] | None, out_dir: Path) -> dict[str, Any]:
     """Generate, search inputs, compute the reference, export and write the test files into out_dir."""
+    seed_everything(config.seed)
     opset = select_opset(config, allowed)
     try:
         generator = model_gen(

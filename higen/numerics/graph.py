@@ -1,9 +1,10 @@
 """Seeing inside an ONNX graph: expose intermediate tensors as graph outputs, list nodes in order.
 
-Only tensors that depend on a graph input through data are exposed: constant subgraphs (Constant
-nodes, ``Shape`` of a static tensor, the integer arithmetic that builds Pad pads or Reshape shapes)
-stay internal, so TVM's integer folding still turns them into literals. Their values, when a node
-needs them, come from the model itself (:func:`constant_values`).
+Tensors that depend on a graph input through data are exposed, and so are the float results of
+constant subgraphs (an op applied to a weight: the runtime computes or folds it, and can get it
+wrong). Integer constant subgraphs (``Shape`` of a static tensor, the arithmetic that builds Pad
+pads or Reshape shapes) stay internal, so TVM's integer folding still turns them into literals;
+their values, when a node needs them, come from the model itself (:func:`constant_values`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def expose_intermediates(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``model`` whose data-dependent node outputs are graph outputs too, and their names.
-    Tensors whose type shape inference cannot tell are left internal."""
+    """A copy of ``model`` whose data-dependent node outputs, and the float results of its constant
+    subgraphs (a runtime computes or folds those too, and may get them wrong), are graph outputs
+    too, and their names. Integer constant subgraphs (shape arithmetic) and tensors whose type shape
+    inference cannot tell are left internal."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {value.name: value for value in (*inferred.graph.value_info, *inferred.graph.output)}
     already = {value.name for value in model.graph.output}
@@ -68,10 +71,12 @@ def expose_intermediates(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     exposed = []
     result = onnx.ModelProto()
     result.CopyFrom(model)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
     for node in model.graph.node:
         for name in node.output:
-            if name and name in live and name not in already and name in types \
-                    and types[name].type.tensor_type.elem_type:
+            elem = types[name].type.tensor_type.elem_type if name in types else 0
+            if name and elem and (name in live or (elem in floats and node.op_type != "Constant")) \
+                    and name not in already:
                 result.graph.output.append(types[name])
                 exposed.append(name)
                 already.add(name)

@@ -22,7 +22,8 @@ from higen.tensors import Tensors, load_tensors
 
 INPUTS_HELP = ("gradient: NNSmith's search keeps every op in its stable domain (default); random: no search; "
                "edge: boundary values per dtype (+-0, denormals, min/max normal, +-Inf, NaN, domain edges) "
-               "mixed with random ones")
+               "mixed with random ones; maximize: gradient, then a few evaluations per test searching inputs that maximize "
+               "the optimized vs unoptimized error (normal mode, see higen maximize)")
 
 
 def add_inputs_argument(parser: argparse.ArgumentParser) -> None:

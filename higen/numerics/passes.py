@@ -96,7 +96,7 @@ def search(pool: SwitchablePool, target: str, model_path: Path, inputs_path: Pat
 
     ``baseline``: the target's outcome with nothing switched off (the finding); ``agrees(outcome)``:
     whether an outcome no longer shows the finding (runs and matches its partner)."""
-    runtime = target.split(":")[0]
+    runtime = target.split(":")[0].partition("@")[0]  # ort@1.20.1:cpu:O3 -> ort
     offered = pool.switches(target, model_path)
     candidates = offered.get("switches", [])
     result: dict[str, Any] = {"target": target, "note": offered.get("note", ""), "candidates": len(candidates),

@@ -19,7 +19,7 @@ from typing import Any
 
 from higen.backends.base import Target
 from higen.backends.registry import require_installed
-from higen.backends.serve import execute
+from higen.backends.serve import CompileCache, execute
 from higen.numerics.passes import ORT_RULES, OV_SWITCHES, PIPELINE_WRAPPERS
 from higen.workers import serve
 
@@ -87,6 +87,7 @@ def make_handler(target_text: str):
     target = Target.parse(target_text)
     module = importlib.import_module(require_installed(target.runtime).module)
     backends: dict[str, Any] = {"{}": module.create(target)}
+    cache = CompileCache()  # per backend object: the key holds its id
 
     def backend_for(options: dict[str, Any]):
         key = json.dumps(options, sort_keys=True)
@@ -97,7 +98,7 @@ def make_handler(target_text: str):
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("op") == "switches":
             return {"status": "ok", **switches(target, module, request["model"])}
-        return execute(backend_for(request.get("options") or {}), request)[0]
+        return execute(backend_for(request.get("options") or {}), request, cache)[0]
 
     return handle, backends["{}"].describe()
 

@@ -3,11 +3,8 @@ pipelines, with the Engine's own interface (``submit``, ``finish``, ``run_one``)
 and the RL environments drive it unchanged.
 
 - ``submit`` queues a test; a free pipeline takes it at once, test ``i`` preferably pipeline
-  ``(i - 1) mod N``. NNSmith draws a test's inputs from its generator process's random state (not
-  from the test's seed), so which generator builds which test matters: when the tests of a step are
-  submitted together to free pipelines (the RL low level), each goes to its own pipeline and a run
-  with N pipelines repeats itself. (Waiting for the own pipeline every time would make the random
-  campaign repeatable too, but cost it a quarter of its throughput here.)
+  ``(i - 1) mod N``. A test depends only on its config and seed (the generator worker seeds
+  everything from it), so which generator builds which test does not matter.
 - ``finish`` returns the oldest submitted test, in index order: coverage, the bug store, the
   counters and the rewards see the tests in the order of a serial run.
 - A pipeline handle may report its pipeline *lost* (a Ray actor whose process or node died): the
@@ -93,7 +90,7 @@ class ParallelEngine(Engine):
         except WorkerStartError:
             self.close()
             raise
-        own = Pipeline(self.settings, generator=self.generator, pool=self.pool)
+        own = Pipeline(self.settings, logs / "p0", generator=self.generator, pool=self.pool)
         self.use([LocalPipeline(f"p{k}", p) for k, p in enumerate([own, *self._extra])])
         return versions
 

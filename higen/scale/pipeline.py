@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from higen.backends.pool import BackendPool
+from higen.bugs.locate import Analyst, Identifier
 from higen.coverage.manager import CoverageManager
 from higen.engine import EngineSettings, Executed, execute, launch_workers, wait_workers
 from higen.generation.client import Generator, GenResult
@@ -52,6 +53,10 @@ class Pipeline:
         self.generator = generator or Generator(log_dir, settings.gen_timeout_s, settings.memory_limit_mb)
         self.pool = pool or BackendPool(settings.plan.targets, log_dir, settings.timeout_s, settings.memory_limit_mb,
                                         recycle_after=settings.recycle_after)
+        # its own analyst (started on the first finding): pipelines judge in parallel threads
+        self.analyst = Analyst(log_dir, settings.timeout_s, settings.memory_limit_mb)
+        self.identifier = Identifier(self.pool, self.analyst, settings.tolerances, settings.nan_policy,
+                                     settings.root_causes)
 
     def start(self, run_dir: Path, console: Console) -> None:
         """Start alone (a remote pipeline): its own coverage switches, support learned into ``run_dir``
@@ -68,7 +73,7 @@ class Pipeline:
         generated = self.generator.generate(config, directory)
         if not generated.valid:
             return Produced(generated)
-        return Produced(generated, execute(self.pool, self.settings, generated.test))
+        return Produced(generated, execute(self.pool, self.settings, generated.test, self.identifier))
 
     def describe(self) -> dict[str, Any]:
         return {"generator": self.generator.info, "targets": self.pool.describe()}
@@ -76,6 +81,7 @@ class Pipeline:
     def close(self) -> None:
         self.generator.close()
         self.pool.close()
+        self.analyst.close()
 
 
 class LocalPipeline:

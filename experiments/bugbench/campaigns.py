@@ -1,0 +1,109 @@
+"""HiGen campaigns against the benchmark: strategies x seeds on each affected release, credited by replay.
+
+Entries are grouped by what a campaign must fuzz: the runtime at the entry's affected release
+(``--compiler ort@1.20.1``, normal mode: optimized vs unoptimized build vs PyTorch), with the
+injected tier's defects planted through ``PYTHONPATH`` (all of a release's injected defects at once).
+Each (group, strategy, seed) is one ``python -m higen.main`` campaign with ``--max-seconds``; every
+case it saved is credited with :class:`bugbench.credit.Creditor` against the group's entries, and
+the first credited case per entry gives the time (campaign seconds since its start line) and the
+tests it took (the test index in ``training.log``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .credit import Creditor
+from .entries import Entry
+from .replay import INJECTED
+
+#: Strategies ``higen.main --strategy`` offers. NNSmith's default configuration is not among them.
+STRATEGIES = ("rl", "random")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Entries one campaign fuzzes: one runtime release, and the defects planted into it."""
+
+    runtime: str
+    version: str
+    defects: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}@{self.version}" + (f"+{'+'.join(self.defects)}" if self.defects else "")
+
+
+def groups(entries: list[Entry]) -> dict[Group, list[Entry]]:
+    found: dict[Group, list[Entry]] = {}
+    for tier in ("real", "injected"):
+        members = [e for e in entries if e.tier == tier]
+        for runtime, version in sorted({(e.runtime, e.affected) for e in members}):
+            chosen = [e for e in members if (e.runtime, e.affected) == (runtime, version)]
+            defects = tuple(sorted(e.injected["defect"] for e in chosen if e.injected))
+            found[Group(runtime, version, defects)] = chosen
+    return found
+
+
+def campaign(group: Group, strategy: str, seed: int, budget_s: float, run_dir: Path, extra: list[str]) -> None:
+    """Run one campaign to its end (``nice``-d: the machine is shared); raises SystemExit when it fails."""
+    env = dict(os.environ)
+    if group.defects:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INJECTED), env.get("PYTHONPATH", "")) if p)
+        env["HIGEN_BUGBENCH_DEFECT"] = ",".join(group.defects)
+    compiler = group.runtime if group.defects else f"{group.runtime}@{group.version}"
+    command = ["nice", "-n", "10", sys.executable, "-m", "higen.main", "--strategy", strategy, "--seed", str(seed),
+               "--compiler", compiler, "--max-seconds", str(budget_s), "--big-epochs", "1000000",
+               "--run-root", str(run_dir), "--no-session-subdir", "--no-progress", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"campaign {group.name} {strategy} seed {seed} failed ({done.returncode}): "
+                         f"{done.stderr.strip()[-1500:]}")
+
+
+def saved_cases(run_dir: Path) -> list[dict]:
+    """(test index, campaign seconds, case folder) of every test that saved a case, in order."""
+    events = [json.loads(line) for line in (run_dir / "training.log").read_text().splitlines() if line.strip()]
+    start = next(e["time"] for e in events if e["event"] == "start")
+    return [{"tests": e["index"], "time_s": e["time"] - start, "case": run_dir / "bug_cases" / e["case"]}
+            for e in events if e["event"] == "test" and e.get("case")]
+
+
+def first_credits(run_dir: Path, entries: list[Entry], creditor: Creditor) -> dict[str, dict]:
+    """Entry id -> the first saved case credited to it (tests, time_s, case)."""
+    found: dict[str, dict] = {}
+    for saved in saved_cases(run_dir):
+        for entry in entries:
+            if entry.id not in found and saved["case"].is_dir() and creditor.credit(saved["case"], entry).credited:
+                found[entry.id] = {**saved, "case": str(saved["case"])}
+    return found
+
+
+def summarize(entries: list[Entry], results: list[dict], seeds: list[int], budget_s: float) -> tuple[list, list]:
+    """Per (entry, strategy): found in k of S seeds, median campaign seconds and tests to the first
+    credited case. Per strategy: bugs per CPU-hour of campaign (all groups of a seed together), mean
+    over seeds with a 95% normal-approximation interval."""
+    per_bug, overall = [], []
+    for strategy in sorted({r["strategy"] for r in results}):
+        runs = [r for r in results if r["strategy"] == strategy]
+        for entry in entries:
+            hits = [r["found"][entry.id] for r in runs if entry.id in r["found"]]
+            per_bug.append({"entry": entry.id, "strategy": strategy, "found": f"{len(hits)}/{len(seeds)}",
+                            "median_s": statistics.median(h["time_s"] for h in hits) if hits else None,
+                            "median_tests": statistics.median(h["tests"] for h in hits) if hits else None})
+        rates = []
+        for seed in seeds:
+            mine = [r for r in runs if r["seed"] == seed]
+            bugs = {entry_id for r in mine for entry_id in r["found"]}
+            rates.append(len(bugs) / (len(mine) * budget_s / 3600) if mine else 0.0)
+        mean = statistics.fmean(rates) if rates else 0.0
+        half = 1.96 * statistics.stdev(rates) / math.sqrt(len(rates)) if len(rates) > 1 else float("nan")
+        overall.append({"strategy": strategy, "bugs_per_cpu_hour": mean, "ci95": half, "seeds": len(rates)})
+    return per_bug, overall

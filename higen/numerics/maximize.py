@@ -1,0 +1,503 @@
+"""``higen maximize MODEL.onnx|DIR --targets ort``: inputs, within given ranges, that maximize the
+error between a target's optimized and unoptimized builds; then where that error is born.
+
+For each model and runtime:
+
+1. **Search** (:mod:`higen.numerics.maxsearch`): differential evolution seeded by edge inputs (or
+   random search, or Metropolis chains), each candidate evaluated by both builds in persistent,
+   crash-isolated workers that compile the model once (``"cache": true``, see
+   :class:`higen.backends.serve.CompileCache`) and run a whole generation per request.
+2. **Trace** (:mod:`higen.numerics.maxtrace`): per-node error of every intermediate on the worst
+   input, as a table and a picture of the graph coloured by error growth.
+3. **Case**: the worst input saved as a bug case (``higen.bugs.capture``) that ``higen repro`` and
+   ``higen localize`` accept. Its oracle compares unoptimized against optimized only, strictly for
+   NaN/Inf, with a tolerance of a quarter of the error found (so the case shows what was found,
+   however small against the default tolerances); the reference file holds the unoptimized build's
+   outputs (there is no PyTorch model for a user's ONNX file).
+4. **Localize** the worst models (``--localize-top``): ``higen localize`` on their cases (first
+   diverging node, then the pass search).
+
+Builds compared: ``ort:cpu:O0`` vs ``ort:cpu:O3``, ``tvm:llvm:O0`` vs ``tvm:llvm:O3`` (normal
+mode's pairs, :data:`higen.modes.NORMAL_TARGETS`), and for OpenVINO, which has no optimization
+level, ``ov:CPU`` with its coarse switches off (``EXECUTION_MODE_HINT=ACCURACY``,
+``SNIPPETS_MODE=DISABLE``) vs ``ov:CPU`` as configured; OpenVINO runs get no case folder, since a
+case cannot name compile properties.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from higen.backends.base import Outcome, Target
+from higen.backends.pool import BackendPool
+from higen.bugs.case import file_name
+from higen.modes import NORMAL_TARGETS
+from higen.numerics.maxsearch import SEARCHES, SearchResult, Space, make_search, outputs_error, run_search
+from higen.numerics.maxtrace import origin, trace_errors
+from higen.numerics.passes import OV_SWITCHES, options_for
+from higen.oracle import Tolerance
+from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+from higen.workers import DEFAULT_MEMORY_LIMIT_MB, POLL_INTERVAL_S, WorkerProcess, WorkerSpec
+
+RUNTIMES = ("ort", "tvm", "ov")
+#: Seconds each run of a batch request may add to the request's deadline (compilation has --timeout).
+RUN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Side:
+    """One build: a label, the target its worker serves and the backend options it runs with."""
+
+    label: str
+    target: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def sides_for(runtime: str) -> tuple[Side, Side]:
+    """(unoptimized, optimized) builds of ``runtime`` (module doc)."""
+    if runtime == "ov":
+        return (Side("ov:CPU+accuracy", "ov:CPU", options_for("ov", list(OV_SWITCHES))), Side("ov:CPU", "ov:CPU"))
+    unoptimized, optimized = NORMAL_TARGETS[runtime]
+    return Side(unoptimized, unoptimized), Side(optimized, optimized)
+
+
+class PairPool(BackendPool):
+    """The two builds' workers (``higen.numerics.switch_serve``, which take backend options), keyed
+    by side label; both run each batch of candidates at once."""
+
+    def __init__(self, sides: tuple[Side, Side], log_dir: Path, timeout_s: float = 60.0,
+                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
+        super().__init__([], log_dir, timeout_s, memory_limit_mb)
+        self.sides = {side.label: side for side in sides}
+        self.targets = [Target.parse(side.target) for side in sides]
+        self.workers = {side.label: WorkerProcess(WorkerSpec(name=side.label, module="higen.numerics.switch_serve",
+                                                             args=(side.target,), memory_limit_mb=memory_limit_mb,
+                                                             start_timeout_s=180.0), log_dir)
+                        for side in sides}
+
+
+def run_batch(pool: BackendPool, options: dict[str, dict[str, Any]], model_path: Path, inputs: list[Path],
+              out_dir: Path, cache: bool = True) -> dict[str, tuple[Outcome, list[Path]]]:
+    """Run every inputs file on the workers named in ``options`` (worker -> backend options, which
+    only ``switch_serve`` workers read), all workers at once, one request each (``"batch"``, see
+    :mod:`higen.backends.serve`); per worker its outcome and the outputs files."""
+    for name in [n for n in options if pool.workers[n].relaunch_if_dead()]:
+        pool.workers[name].wait_ready()
+    started = {}
+    for name in options:
+        outputs = [out_dir / f"{path.stem}-{file_name(name)}.npz" for path in inputs]
+        pool.workers[name].submit({"model": str(model_path), "batch": [[str(i), str(o)] for i, o in zip(inputs, outputs)],
+                                   "cache": cache, "options": options[name]},
+                                  pool.timeouts_by_target.get(name, pool.timeout_s) + RUN_TIMEOUT_S * len(inputs))
+        started[name] = (time.perf_counter(), outputs)
+    results = {}
+    for name, (began, outputs) in started.items():
+        while (outcome := pool._poll(name, began, str(outputs[0]))) is None:
+            select.select([pool.workers[name].fileno()], [], [], POLL_INTERVAL_S)
+        results[name] = (outcome, outputs)
+    return results
+
+
+class ModelSkipped(Exception):
+    """The model cannot be searched (both builds fail on it, dynamic shapes, ...): one line why."""
+
+
+class PairEvaluator:
+    """Errors of candidate points, each decoded (``fixed`` adds the inputs the space leaves out) and
+    run on both builds: ``options`` maps the unoptimized then the optimized worker of ``pool`` to
+    its backend options (default: a :class:`PairPool`'s sides)."""
+
+    def __init__(self, pool: BackendPool, space: Space, model_path: Path, work: Path, cache: bool = True,
+                 options: dict[str, dict[str, Any]] | None = None, fixed: Tensors | None = None):
+        self.pool, self.space, self.model_path, self.work, self.cache = pool, space, model_path, work, cache
+        self.options = options or {label: side.options for label, side in pool.sides.items()}
+        self.fixed = fixed or {}
+        self.unoptimized, self.optimized = list(self.options)
+        self.failures: list[str] = []
+        self.seconds = 0.0
+        self.compile_s: dict[str, float] = {}
+        self._count = 0
+
+    def __call__(self, points: list[np.ndarray]) -> list[tuple[float, str]]:
+        began = time.perf_counter()
+        try:
+            return self._evaluate(points)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def run(self, tensors: list[Tensors], model_path: Path | None = None) -> dict[str, tuple[Outcome, list[Path]]]:
+        """Both builds' outcomes on these inputs (``model_path``: another model, e.g. instrumented)."""
+        paths = []
+        for values in tensors:
+            self._count += 1
+            paths.append(self.work / f"c{self._count}.npz")
+            save_tensors(paths[-1], values)
+        results = run_batch(self.pool, self.options, model_path or self.model_path, paths, self.work, self.cache)
+        for label, (outcome, _) in results.items():
+            if outcome.ok and outcome.compile_s > 0:
+                self.compile_s.setdefault(label, outcome.compile_s)
+        return results
+
+    def _evaluate(self, points: list[np.ndarray]) -> list[tuple[float, str]]:
+        results = self.run([{**self.fixed, **self.space.decode(p)} for p in points])
+        (left, left_files), (right, right_files) = results[self.unoptimized], results[self.optimized]
+        if left.ok and right.ok:
+            scored = [outputs_error(load_tensors(a), load_tensors(b)) for a, b in zip(left_files, right_files)]
+        elif len(points) > 1:  # which candidate failed? one at a time
+            scored = [self._evaluate([point])[0] for point in points]
+        elif left.ok != right.ok:  # one build fails where the other runs: the largest error there is
+            failed = right if left.ok else left
+            self.failures.append(f"{failed.target} {failed.status}: {failed.message[:200]}")
+            scored = [(math.inf, f"({failed.target} {failed.status})")]
+        else:
+            self.failures.append(f"both builds {left.status}: {left.message[:200]}")
+            scored = [(math.nan, "")]
+        for path in self.work.glob("c*.npz"):
+            path.unlink(missing_ok=True)
+        return scored
+
+
+def parse_ranges(text: str | None) -> dict[str, tuple[float, float]]:
+    """``a=0:1,b=-1:1`` -> {"a": (0, 1), "b": (-1, 1)}; raises UserError on anything else."""
+    from higen.main import UserError
+
+    ranges = {}
+    for item in filter(None, (text or "").split(",")):
+        try:
+            name, bounds = item.split("=", 1)
+            low, high = (float(v) for v in bounds.split(":"))
+        except ValueError:
+            raise UserError(f"--per-input {item!r}: write NAME=LOW:HIGH, e.g. x=0:1") from None
+        if not low <= high:
+            raise UserError(f"--per-input {item}: LOW must not exceed HIGH")
+        ranges[name.strip()] = (low, high)
+    return ranges
+
+
+def model_space(model: onnx.ModelProto, low: float, high: float,
+                per_input: dict[str, tuple[float, float]]) -> Space:
+    """The search space of a model's graph inputs (static shapes only, as ``higen exec`` requires)."""
+    from higen.exec_model import random_inputs
+    from higen.main import UserError
+
+    try:
+        specs = random_inputs(model, 0)
+    except UserError as error:
+        raise ModelSkipped(str(error)) from error
+    unknown = sorted(set(per_input) - set(specs))
+    if unknown:
+        raise ModelSkipped(f"--per-input names {', '.join(unknown)}, which the model does not take "
+                           f"(inputs: {', '.join(specs)})")
+    return Space(list(specs), [v.shape for v in specs.values()], [v.dtype for v in specs.values()],
+                 [per_input.get(name, (low, high)) for name in specs])
+
+
+@dataclass
+class Settings:
+    """What one ``higen maximize`` command asks for (flags of the same names)."""
+
+    low: float = 0.0
+    high: float = 1.0
+    per_input: dict[str, tuple[float, float]] = field(default_factory=dict)
+    search: str = "de"
+    evals: int = 200
+    batch: int = 8
+    seed: int = 0
+    timeout_s: float = 60.0
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
+    localize_top: int = 1
+    localize_budget_s: float = 60.0
+
+
+@dataclass
+class ModelResult:
+    """What maximizing one model on one runtime gave (a summary row and the report's content)."""
+
+    name: str
+    runtime: str
+    sides: tuple[str, str]
+    out_dir: Path
+    status: str = "ok"  # ok | skipped
+    reason: str = ""
+    search: SearchResult | None = None
+    eval_s: float = 0.0
+    compile_s: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    exposed_error: float | None = None  # the outputs' error with intermediates exposed
+    trace_method: str = ""  # intermediates | prefixes (exposing them stopped the fusion)
+    origin: dict[str, Any] | None = None
+    case: Path | None = None
+    localization: dict[str, Any] | None = None
+
+    @property
+    def error(self) -> float:
+        return self.search.best_error if self.search and self.search.best is not None else -math.inf
+
+
+def maximize_model(model_path: Path, name: str, pool: PairPool, settings: Settings, out_dir: Path,
+                   budget_s: float, seeds: list[Tensors] | None = None) -> ModelResult:
+    """Search, trace and save the case of one model on the pool's runtime (module doc)."""
+    from higen.exec_model import load_model
+    from higen.main import UserError
+
+    labels = tuple(pool.sides)
+    runtime = pool.sides[labels[1]].target.split(":")[0]
+    result = ModelResult(name, runtime, labels, out_dir)
+    work = scratch_dir("higen-maximize-")
+    try:
+        try:
+            model = load_model(model_path)
+        except UserError as error:
+            raise ModelSkipped(str(error)) from error
+        space = model_space(model, settings.low, settings.high, settings.per_input)
+        evaluator = PairEvaluator(pool, space, model_path, work)
+        probe = evaluator([np.full(space.dim, 0.5)])[0]
+        if math.isnan(probe[0]):
+            raise ModelSkipped(evaluator.failures[-1])
+        probe_s = evaluator.seconds  # the first compile is in it
+        start = [space.encode(values) for values in seeds or [] if set(space.names) <= set(values)]
+        search = make_search(settings.search, space, settings.seed, settings.batch, settings.evals, start)
+        began = time.monotonic()
+        result.search = run_search(search, evaluator, settings.evals, 0.8 * budget_s)  # the rest: the trace
+        if result.search.best is None:
+            raise ModelSkipped("the budget was spent before the first evaluation: raise --budget")
+        result.eval_s = (evaluator.seconds - probe_s) / result.search.evaluations
+        result.compile_s, result.failures = evaluator.compile_s, evaluator.failures[:5]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        worst = space.decode(result.search.best)
+        save_tensors(out_dir / "worst_inputs.npz", worst)
+        trace(result, model, evaluator, worst, max(began + budget_s, time.monotonic() + 1.0))
+        if runtime != "ov" and result.error > 0:
+            result.case = save_case(model, worst, result, evaluator, settings, out_dir)
+    except ModelSkipped as skipped:
+        result.status, result.reason = "skipped", str(skipped)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def trace(result: ModelResult, model: onnx.ModelProto, evaluator: PairEvaluator, worst: Tensors,
+          deadline: float) -> None:
+    """Per-node errors on the worst input (:mod:`higen.numerics.maxtrace`) into ``result``: from one
+    run with the intermediates exposed, or, when exposing them makes the error vanish (a fusion),
+    from each node's prefix model run on its own (as ``higen localize`` does), until ``deadline``."""
+    from higen.numerics.graph import expose_intermediates
+
+    instrumented, _ = expose_intermediates(model)
+    values = _run_both(evaluator, instrumented, worst)
+    if values is None:
+        result.failures.append("the model with its intermediates exposed fails on a build: no trace")
+        return
+    unoptimized, optimized = values
+    final = [v.name for v in model.graph.output]
+    result.exposed_error = outputs_error({k: unoptimized[k] for k in final}, {k: optimized[k] for k in final})[0]
+    result.trace_method = "intermediates"
+    if result.exposed_error < result.error / 4:
+        result.trace_method = "prefixes"
+        unoptimized, optimized = _prefix_values(model, evaluator, worst, deadline)
+    result.trace = trace_errors(model, unoptimized, optimized)
+    result.origin = origin(result.trace, result.error if result.trace_method == "prefixes" else result.exposed_error)
+
+
+def _run_both(evaluator: PairEvaluator, model: onnx.ModelProto, inputs: Tensors) -> tuple[Tensors, Tensors] | None:
+    """Both builds' outputs of ``model`` (None when either fails)."""
+    path = evaluator.work / "traced.onnx"
+    onnx.save(model, path)
+    runs = evaluator.run([inputs], path)
+    (left, left_files), (right, right_files) = runs[evaluator.unoptimized], runs[evaluator.optimized]
+    if left.ok and right.ok:
+        return load_tensors(left_files[0]), load_tensors(right_files[0])
+    return None
+
+
+def _prefix_values(model: onnx.ModelProto, evaluator: PairEvaluator, inputs: Tensors,
+                   deadline: float) -> tuple[Tensors, Tensors]:
+    """Each data-dependent node output computed by its own prefix model on both builds."""
+    from higen.numerics.graph import data_dependent, nodes, prefix_model
+
+    live = data_dependent(model)
+    unoptimized, optimized = {}, {}
+    for node in nodes(model):
+        name = node.outputs[0] if node.outputs else ""
+        if name not in live or time.monotonic() > deadline:
+            continue
+        try:
+            values = _run_both(evaluator, prefix_model(model, name), inputs)
+        except KeyError:  # no type known for this tensor
+            continue
+        if values is not None:
+            unoptimized[name], optimized[name] = values[0][name], values[1][name]
+    return unoptimized, optimized
+
+
+def case_tolerances(unoptimized: Tensors, optimized: Tensors) -> dict[str, Tolerance]:
+    """Per float dtype, rtol = atol = a quarter of the largest error found, in absolute terms: the
+    oracle flags ``|a - b| > t (1 + |a|)``, and the worst element has ``|a - b| = e eps max(1, |a|)
+    >= (e eps / 2)(1 + |a|)``, so it is flagged while differences four times smaller are not."""
+    from higen.numerics.maxsearch import eps_of, tensor_error
+
+    worst: dict[str, float] = {}
+    for name, value in unoptimized.items():
+        if np.issubdtype(value.dtype, np.floating) and name in optimized:
+            error = tensor_error(value, optimized[name])
+            if math.isfinite(error):
+                worst[value.dtype.name] = max(worst.get(value.dtype.name, 0.0), error * eps_of(value.dtype) / 4)
+    return {dtype: Tolerance(t, t) for dtype, t in worst.items() if t > 0}
+
+
+def save_case(model: onnx.ModelProto, worst: Tensors, result: ModelResult, evaluator: PairEvaluator,
+              settings: Settings, out_dir: Path) -> Path | None:
+    """The worst input as a bug case under ``out_dir/bug_cases`` (module doc); None when the replay
+    in ``capture`` sees no difference."""
+    from higen.bugs.capture import capture
+    from higen.bugs.store import BugStore
+
+    runs = evaluator.run([worst])
+    (left, left_files), (right, right_files) = runs[evaluator.unoptimized], runs[evaluator.optimized]
+    reference = load_tensors(left_files[0]) if left.ok else {}
+    tolerances = case_tolerances(reference, load_tensors(right_files[0])) if left.ok and right.ok else {}
+    unoptimized, optimized = result.sides
+    _, case = capture(model, worst, [unoptimized, optimized], BugStore(out_dir / "bug_cases"), reference,
+                      [(unoptimized, optimized)], tolerances, "strict", settings.timeout_s, settings.memory_limit_mb)
+    return out_dir / "bug_cases" / case if case else None
+
+
+def collect_models(path: Path) -> list[tuple[str, Path, list[Tensors]]]:
+    """(name, model file, seed inputs) for an .onnx file, a bug case folder, or a folder of either;
+    a case's own inputs seed the search."""
+    from higen.main import UserError
+
+    def case_entry(folder: Path) -> tuple[str, Path, list[Tensors]]:
+        seeds = []
+        if (folder / "inputs.npz").is_file():
+            try:
+                seeds.append(load_tensors(folder / "inputs.npz"))
+            except ValueError:
+                pass  # an object array (a pickle) or a broken file: searched without it
+        return folder.name, folder / "model.onnx", seeds
+
+    if path.is_file():
+        return [(path.stem, path, [])]
+    if not path.is_dir():
+        raise UserError(f"{path} does not exist: pass an .onnx file, a bug case folder or a folder of them")
+    if (path / "model.onnx").is_file():
+        return [case_entry(path)]
+    found = [(p.stem, p, []) if p.is_file() else case_entry(p) for p in sorted(path.iterdir())
+             if (p.is_file() and p.suffix == ".onnx") or (p.is_dir() and (p / "model.onnx").is_file())]
+    if not found:
+        raise UserError(f"{path} holds no .onnx file and no bug case folder")
+    return found
+
+
+def maximize_parser():
+    from higen.main import OneLineParser
+
+    p = OneLineParser(prog="higen maximize", description="Search inputs that maximize the error between a "
+                      "compiler's optimized and unoptimized builds, trace it through the graph, localize it.")
+    p.add_argument("path", type=Path, help="an .onnx file, a bug case folder, or a folder of them")
+    p.add_argument("--targets", default="ort", help=f"runtimes, comma-separated: {', '.join(RUNTIMES)} (default ort)")
+    p.add_argument("--low", type=float, default=0.0, help="lowest input value (default 0)")
+    p.add_argument("--high", type=float, default=1.0, help="highest input value (default 1)")
+    p.add_argument("--per-input", metavar="NAME=LO:HI,...", help="ranges of single inputs")
+    p.add_argument("--budget", type=float, default=120.0,
+                   help="seconds for all searches and traces together (default 120); localization comes after")
+    p.add_argument("--evals", type=int, default=200, help="evaluations per model and runtime (default 200)")
+    p.add_argument("--search", choices=SEARCHES, default="de", help="de (default), random or mcmc")
+    p.add_argument("--batch", type=int, default=8, help="candidates per request of random search and MCMC")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("maximize"), help="output folder (default ./maximize)")
+    p.add_argument("--localize-top", type=int, default=1, help="run higen localize on the N worst models (default 1)")
+    p.add_argument("--localize-budget", type=float, default=60.0, help="pass-search seconds per target (default 60)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per compile and per request")
+    p.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
+    return p
+
+
+def settings_from_args(args) -> tuple[Settings, list[str]]:
+    from higen.backends.registry import require_installed
+    from higen.main import UserError
+
+    runtimes = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in runtimes if t not in RUNTIMES]
+    if unknown or not runtimes:
+        raise UserError(f"--targets {args.targets}: choose from {', '.join(RUNTIMES)}")
+    for runtime in runtimes:
+        require_installed(runtime)
+    if not args.low <= args.high:
+        raise UserError(f"--low {args.low:g} exceeds --high {args.high:g}")
+    for flag in ("budget", "evals", "batch", "timeout"):
+        if getattr(args, flag) <= 0:
+            raise UserError(f"--{flag} must be positive, not {getattr(args, flag)}")
+    return Settings(args.low, args.high, parse_ranges(args.per_input), args.search, args.evals, args.batch, args.seed,
+                    args.timeout, args.memory_limit_mb, args.localize_top, args.localize_budget), runtimes
+
+
+def maximize_all(models: list[tuple[str, Path, list[Tensors]]], runtimes: list[str], settings: Settings,
+                 out: Path, budget_s: float, progress=None) -> list[ModelResult]:
+    """Every model on every runtime within ``budget_s`` (shared equally among what is left), then
+    ``higen localize`` on the worst ones, then the reports and the summary."""
+    from higen.numerics.maxreport import write_model_report, write_summary
+
+    deadline = time.monotonic() + budget_s
+    results: list[ModelResult] = []
+    jobs = len(models) * len(runtimes)
+    for runtime in runtimes:
+        with PairPool(sides_for(runtime), out / "logs", settings.timeout_s, settings.memory_limit_mb) as pool:
+            for name, path, seeds in models:
+                share = max(0.0, deadline - time.monotonic()) / max(1, jobs - len(results))
+                folder = out / (f"{name}-{runtime}" if len(runtimes) > 1 else name)
+                results.append(maximize_model(path, name, pool, settings, folder, share, seeds))
+                if progress:
+                    progress(results[-1], len(results), jobs)
+    localize_worst(results, settings)
+    for (name, path, _), result in zip([m for _ in runtimes for m in models], results):
+        write_model_report(result, onnx.load(str(path)) if result.status == "ok" else None, settings)
+    write_summary(results, out, settings)
+    return results
+
+
+def localize_worst(results: list[ModelResult], settings: Settings) -> None:
+    """``higen localize`` on the cases of the ``settings.localize_top`` worst models."""
+    from higen.main import UserError
+    from higen.numerics.localize import localize_case
+
+    with_case = sorted((r for r in results if r.case), key=lambda r: -r.error)
+    for result in with_case[:max(0, settings.localize_top)]:
+        try:
+            result.localization = localize_case(result.case, list(result.sides), True, settings.timeout_s,
+                                                settings.memory_limit_mb, settings.localize_budget_s)
+        except UserError as error:
+            result.localization = {"answer": f"localize failed: {error}"}
+
+
+def command_maximize(argv: list[str]) -> int:
+    from rich.console import Console
+
+    from higen.numerics.maxreport import fmt
+
+    args = maximize_parser().parse_args(argv)
+    settings, runtimes = settings_from_args(args)
+    models = collect_models(args.path)
+    console = Console(stderr=True)
+    console.print(f"higen maximize: {len(models)} model(s) on {', '.join(runtimes)}, search {settings.search}, "
+                  f"{settings.evals} evaluations each, budget {args.budget:g} s -> {args.out}")
+
+    def progress(result: ModelResult, done: int, total: int) -> None:
+        what = fmt(result.error) if result.status == "ok" else f"skipped: {result.reason[:120]}"
+        console.print(f"[{done}/{total}] {result.name} ({result.runtime}): {what}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = maximize_all(models, runtimes, settings, args.out, args.budget, progress)
+    best = max(results, key=lambda r: r.error)
+    console.print(f"worst: {best.name} ({best.runtime}) error {fmt(best.error)}; summary: {args.out / 'summary.md'}")
+    return 0 if any(r.status == "ok" for r in results) else 1
