@@ -36,10 +36,12 @@ def run(variant: str, seed: int, tests: int, before: Path | None, root: Path) ->
     flags = ["--root-causes", "off", "--reduce", "off"] if variant == "after-off" else []
     if variant == "before":
         env["PYTHONPATH"] = f"{before}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(before)
-    run_dir = root / f"{variant}-{seed}"
+    run_dir = (root / f"{variant}-{seed}").resolve()
     command = [sys.executable, "-m", "higen.main", "--compiler", "ort", "--strategy", "random", "--seed", str(seed),
                "--max-tests", str(tests), "--run-root", str(run_dir), "--no-session-subdir", "--no-progress", *flags]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # python -m puts the working folder first on sys.path: run where the variant's higen is found
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          cwd=before if variant == "before" else Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise SystemExit(f"{variant} seed {seed} failed: {done.stderr.strip()[-1500:]}")
     events = read_events(run_dir)

@@ -178,7 +178,7 @@ def node_tags(located: dict[str, Any]) -> list[str]:
     matches the definition of every node while PyTorch disagrees."""
     node, check = located.get("node"), located.get("check") or {}
     if node is None:
-        return ["noise:reference-suspect"] if located.get("consistent_everywhere") else []
+        return ["noise:self-consistent"] if located.get("consistent_everywhere") else []
     tags = [f"noise:{check['ub']}"] if check.get("ub") else []
     if check.get("rounding"):
         tags.append("noise:nearest-index-rounding")
