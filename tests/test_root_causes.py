@@ -213,3 +213,15 @@ def test_an_adversarial_model_cannot_stall_the_record_path(tmp_path):
     (finding,) = judgement.findings
     assert finding.root_cause["method"] == "output" and "timeout" in finding.root_cause["note"]
     assert case and (tmp_path / "bug_cases" / case / "meta.json").is_file()
+
+
+def test_argmax_is_judged_by_the_value_it_picks():
+    """Float16 values that tie after rounding may differ in the float32 the runtime compared (ONNX
+    Runtime computes float16 chains in float32 where it lacks a float16 kernel): a pick within an ulp
+    of the maximum is consistent; a pick far below it is not; float32 picks must be exact."""
+    argmax = helper.make_node("ArgMax", ["x"], ["y"], axis=0, keepdims=0)
+    tied = np.array([[1.0, 1.429], [2.0, 1.429], [0.5, 1.428]], np.float16)
+    assert check_node(argmax, OPSETS, {"a": ([tied], [np.array([1, 1])])}, {}).consistent == {"a": True}
+    assert check_node(argmax, OPSETS, {"a": ([tied], [np.array([0, 1])])}, {}).consistent == {"a": False}
+    close = np.array([[1.0], [1.0000001]], np.float32)
+    assert check_node(argmax, OPSETS, {"a": ([close], [np.array([0])])}, {}).consistent == {"a": False}
