@@ -38,7 +38,8 @@ KNOWN = {
 }
 NOISE = {"rounding-boundary": "integer-valued outputs differ by exactly 1 after Floor/Ceil/Round/Cast",
          "fp16-rounding-upstream": "float16, a few elements off, a Floor/Ceil/Round upstream that may have flipped",
-         "float32-upcast": "float64 output off by a few float32 ulps: computed in float32, then Cast up"}
+         "float32-upcast": "a float64 output off by a few float32 ulps: computed from float32 values",
+         "float16-upcast": "a float32/float64 output off by a few float16 ulps: computed from float16 values"}
 
 
 def producer_context(model: onnx.ModelProto, output: str) -> dict[str, Any]:
@@ -68,6 +69,34 @@ def ancestor_ops(model: onnx.ModelProto, output: str) -> set[str]:
             ops.add(node.op_type)
             todo.extend(name for name in node.input if name)
     return ops
+
+
+def narrowest_upstream(model: onnx.ModelProto, output: str, precision: str) -> str | None:
+    """The narrowest float dtype among the tensors ``output`` is computed from, when it is narrower
+    than ``precision`` (the dtype the comparison used): a float64 output computed from float16 values
+    can only be as exact as float16, whatever its own type says."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.input, *inferred.graph.value_info,
+                                                            *inferred.graph.output)}
+    types.update({init.name: init.data_type for init in model.graph.initializer})
+    made_by = {out: node for node in model.graph.node for out in node.output if out}
+    seen, todo, widths = set(), [output], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        code = types.get(name)
+        if code in FLOAT_CODES:
+            widths.add(FLOAT_CODES[code])
+        if name in made_by:
+            todo.extend(n for n in made_by[name].input if n)
+    narrow = min(widths, key=lambda d: np.finfo(d).bits, default=None)
+    return narrow if narrow and precision in FLOAT_CODES.values() and \
+        np.finfo(narrow).bits < np.finfo(precision).bits else None
+
+
+FLOAT_CODES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64"}
 
 
 def nonfinite(tensors: Tensors) -> bool:
@@ -194,13 +223,15 @@ def analyze_mismatch(finding: dict[str, Any], outputs: dict[str, Tensors], model
     features = mismatch_features(expected, actual, tolerance, narrowed)
     features["producer"] = producer_context(model, name)
     upstream = ancestor_ops(model, name)
+    narrow = narrowest_upstream(model, name, features["precision"])
+    if narrow:
+        features["narrowest_upstream"] = narrow
     if features.get("integral_off_by_one") and upstream & (ROUNDING_OPS | {"Cast"}):
         features["noise"] = "rounding-boundary"
     elif features["dtype"] == "float16" and upstream & ROUNDING_OPS and features.get("bad_fraction", 1) <= 0.01:
         features["noise"] = "fp16-rounding-upstream"
-    elif (features["precision"] == "float64" and "Cast" in upstream
-          and features.get("error_eps", 0.0) * features["eps"] <= 16 * float(np.finfo(np.float32).eps)):
-        features["noise"] = "float32-upcast"
+    elif narrow and features.get("error_eps", 0.0) * features["eps"] <= 16 * float(np.finfo(narrow).eps):
+        features["noise"] = f"{narrow}-upcast"
     for suspect, other, theirs in ((right, expected, actual), (left, actual, expected)):
         described = descriptions.get(suspect, {})
         tag = known_difference(other, theirs, described, ops)

@@ -212,6 +212,11 @@ def value_root_cause(finding: dict[str, Any], located: dict[str, Any], analysis:
                           node.get("attrs", ""), located.get("method", ""), node.get("name", ""),
                           wrong_side, note=located.get("note", ""))
     looks = output_tags(finding, analysis)
+    if node is None and "float16" in (analysis.get("narrowest_upstream"), analysis.get("dtype")) \
+            and "~" in cause.blamed:
+        # two builds of one runtime that differ only with intermediates hidden, on a float16 path:
+        # where a float16 chain runs in float32 depends on the graph (ORT's inserted casts, issue 15977)
+        looks.append("noise:float16-path-unlocalized")
     strong = [t for t in looks if t.startswith("known:")] + node_tags(located)
     weak = [t for t in looks if not t.startswith("known:")]
     cause.tags = list(dict.fromkeys(strong + weak))  # the strongest evidence first: it names noise keys
