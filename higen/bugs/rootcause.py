@@ -181,7 +181,7 @@ def node_tags(located: dict[str, Any]) -> list[str]:
         return ["noise:self-consistent"] if located.get("consistent_everywhere") else []
     tags = [f"noise:{check['ub']}"] if check.get("ub") else []
     if check.get("rounding"):
-        tags.append("noise:nearest-index-rounding")
+        tags.append("noise:resize-coordinate-rounding")
     if check.get("explained"):
         tags.append("noise:discontinuity" if node.get("op_type") in DISCRETE_OPS or node.get("dtype", "f")[:1] in "iub"
                     else "noise:ill-conditioned")
