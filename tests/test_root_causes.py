@@ -225,3 +225,21 @@ def test_argmax_is_judged_by_the_value_it_picks():
     assert check_node(argmax, OPSETS, {"a": ([tied], [np.array([0, 1])])}, {}).consistent == {"a": False}
     close = np.array([[1.0], [1.0000001]], np.float32)
     assert check_node(argmax, OPSETS, {"a": ([close], [np.array([0])])}, {}).consistent == {"a": False}
+
+
+def test_reductions_to_one_graph_make_one_bug(tmp_path):
+    """Two root causes of one kind and blamed side whose background reductions have the same
+    canonical form are one defect found through different routes: the later is an alias."""
+    store = BugStore(tmp_path / "bug_cases", run_root=tmp_path)
+    index = {key: {"kind": "value", "blamed": "ort:cpu:O3", "count": 1, "signatures": [], "cases": []}
+             for key in ("value|ort:cpu:O3|Sigmoid|float32|", "value|ort:cpu:O3|Mul|float32|", "crash|ort:cpu:O3|x")}
+    index["crash|ort:cpu:O3|x"]["kind"] = "crash"
+    store.causes.save(index)
+    form = {"reproduced": True, "form": "Sigmoid[]|", "nodes_before": 12, "nodes_after": 1}
+    assert store.note_reduction("value|ort:cpu:O3|Sigmoid|float32|", form) is None
+    assert store.note_reduction("value|ort:cpu:O3|Mul|float32|", form) == "value|ort:cpu:O3|Sigmoid|float32|"
+    assert store.note_reduction("crash|ort:cpu:O3|x", form) is None  # another kind: another bug
+    assert store.note_reduction("value|ort:cpu:O3|Sigmoid|float32|", {"reproduced": False}) is None
+    saved = json.loads((tmp_path / "root_causes.json").read_text())
+    assert saved["value|ort:cpu:O3|Mul|float32|"]["reduced"]["nodes_after"] == 1
+    assert "alias_of" not in saved["value|ort:cpu:O3|Sigmoid|float32|"]
