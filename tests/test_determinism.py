@@ -61,7 +61,7 @@ def test_regenerate_rebuilds_logged_tests_and_a_hang_is_a_finding(tmp_path):
         strategy = RandomStrategy(5, list(engine.generator.info["ops"]), GenConfig(max_nodes=5), small_epochs=3)
         summary = run_campaign(engine, strategy, 6, 3, log, progress)
         # a generation that overruns its limit: an invalid test with its own reason, counted
-        engine.generator.timeout = GenTimeout(ceiling_s=0.01, min_samples=0)
+        engine.generator.timeout = GenTimeout(ceiling_s=0.0, min_samples=0)  # expired before any answer
         hung = engine.run_one(GenConfig(seed=7, max_nodes=5))
         assert (hung.verdict, hung.reason.split(":")[0]) == (Verdict.INVALID, GENERATOR_TIMEOUT)
         assert engine.generator.timeouts == 1
