@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--credit", type=Path, metavar="CASE", help="credit a saved case folder against the entries")
     action.add_argument("--install", metavar="RUNTIME@VERSION", help="install a release into the runtime cache")
     action.add_argument("--probe", metavar="ID", help="run an entry's repro on the releases of --versions")
-    action.add_argument("--strategies", help="campaigns: comma-separated HiGen strategies (rl, random)")
+    action.add_argument("--strategies", help="campaigns: comma-separated HiGen strategies (rl, random, nnsmith-default)")
     parser.add_argument("--entries", help="comma-separated entry ids (default: all)")
     parser.add_argument("--versions", help="for --probe: comma-separated releases")
     parser.add_argument("--no-install", action="store_true", help="never install missing releases")

@@ -155,8 +155,8 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="after --: flags passed to every campaign")
     args = parser.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
-    if args.budget_min <= 0 or args.seeds <= 0 or not strategies or set(strategies) - {"rl", "random"}:
-        parser.error("--budget-min and --seeds must be positive, --strategies among rl,random")
+    if args.budget_min <= 0 or args.seeds <= 0 or not strategies or set(strategies) - {"rl", "random", "nnsmith-default"}:
+        parser.error("--budget-min and --seeds must be positive, --strategies among rl,random,nnsmith-default")
     budget_s = 60 * args.budget_min
     runs = args.from_runs or args.runs or Path("runs") / f"campaign-{time.strftime('%Y%m%d-%H%M%S')}"
     extra = ["--coverage", args.coverage, *(["--diff-backends", args.diff_backends] if args.diff_backends else []),

@@ -50,9 +50,10 @@ class UserError(Exception):
 
 def run_parser() -> OneLineParser:
     p = OneLineParser(prog="higen", description="Fuzz DL compilers with NNSmith models.")
-    p.add_argument("--strategy", choices=("rl", "random"), default="rl",
+    p.add_argument("--strategy", choices=("rl", "random", "nnsmith-default"), default="rl",
                    help="rl: PPO picks the free dimensions each big epoch, SAC their values each test (default); "
-                        "random: the same decoder under a uniform-random policy (the baseline)")
+                        "random: the same decoder under a uniform-random policy (the baseline); "
+                        "nnsmith-default: NNSmith's default configuration, only the seed changes")
     mode = p.add_argument_group("targets")
     mode.add_argument("--compiler", default="ort", metavar="{ort,tvm,ov}[@VERSION]",
                       help="normal mode: this compiler's optimized vs unoptimized build and the PyTorch reference; "
@@ -238,7 +239,7 @@ def command_run(argv: list[str]) -> int:
     from higen.rewards import RewardConfig, RewardConfigError, load_reward_config
     from higen.run_dir import RunLog, create_run_dir, read_history
     from higen.scale import make_engine, resolve_workers
-    from higen.strategies import RandomStrategy
+    from higen.strategies import STRATEGIES
 
     args = run_parser().parse_args(argv)
     checkpoint, saved = None, None
@@ -299,8 +300,9 @@ def command_run(argv: list[str]) -> int:
         log.write("resume" if checkpoint else "start", argv=argv, seed=args.seed, strategy=args.strategy,
                   plan=[t.name for t in plan.targets], versions=versions,
                   **({"checkpoint": str(checkpoint), "continues_after": history.last_index} if checkpoint else {}))
-        if args.strategy == "random":
-            strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base, args.small_epochs)
+        if args.strategy in STRATEGIES:
+            strategy = STRATEGIES[args.strategy](args.seed, list(engine.generator.info["ops"]), base,
+                                                 args.small_epochs)
             if saved:  # the checkpoint's state, then past the tests logged after it
                 strategy.restore(saved["strategy"])
                 strategy.skip(history.last_index - saved["tests"])

@@ -1,5 +1,6 @@
-"""Strategies propose the next GenConfig. ``random`` is the uniform baseline the RL must beat (the RL
-itself is ``higen.agents.trainer``: its configs depend on each result, so it drives the engine itself)."""
+"""Strategies propose the next GenConfig. ``random`` is the uniform baseline the RL must beat;
+``nnsmith-default`` is NNSmith's own default configuration, only the seed changing (the RL itself is
+``higen.agents.trainer``: its configs depend on each result, so it drives the engine itself)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,19 @@ class RandomStrategy:
         """Draw ``proposals`` configs and drop them: the state after tests that ran after a checkpoint."""
         for _ in range(proposals):
             self.propose()
+
+
+class DefaultStrategy(RandomStrategy):
+    """NNSmith's default kind of test through HiGen's engine: no dimension is ever free, so every
+    test is the base GenConfig (all supported operators, default dtypes, ranks and sizes,
+    symbolic-cinit, input search on) with a fresh seed. The second baseline of the real-bug
+    benchmark: what HiGen's engine adds without any steering."""
+
+    def propose(self) -> GenConfig:
+        self.proposed += 1
+        action = np.zeros(self.decoder.size)
+        return self.decoder.decode(action, self.free, seed=int(self.rng.integers(0, 2**31 - 1)))
+
+
+#: --strategy values that ``higen.campaign.run_campaign`` drives (rl drives the engine itself)
+STRATEGIES = {"random": RandomStrategy, "nnsmith-default": DefaultStrategy}

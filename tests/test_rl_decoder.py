@@ -3,6 +3,7 @@ every dimension reachable, only free dimensions read. Pure functions, the real o
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -138,3 +139,20 @@ def test_random_baseline_uses_the_decoder_with_random_free_dimensions():
     assert len({c.seed for c in configs}) == 40
     again = RandomStrategy(3, OPS, base, small_epochs=5)
     assert [again.propose() for _ in range(40)] == configs  # seeded
+
+
+def test_nnsmith_default_strategy_changes_only_the_seed():
+    """The second baseline: every proposal is the base config (NNSmith's defaults), seeds differ and
+    follow from the strategy's own seed."""
+    from higen.strategies import DefaultStrategy
+
+    ops = ["core.ReLU", "core.Add", "core.Sin"]
+    base = GenConfig(max_nodes=7)
+    first = [DefaultStrategy(11, ops, base).propose() for _ in range(1)]
+    strategy = DefaultStrategy(11, ops, base)
+    configs = [strategy.propose() for _ in range(6)]
+    assert configs[0] == first[0]  # seeded
+    assert len({c.seed for c in configs}) == 6
+    plain = {json.dumps({k: v for k, v in c.to_json().items() if k not in ("seed", "extra")}, sort_keys=True)
+             for c in configs}
+    assert len(plain) == 1 and json.loads(plain.pop())["max_nodes"] == base.max_nodes

@@ -25,7 +25,7 @@ from .entries import Entry
 from .replay import INJECTED
 
 #: Strategies ``higen.main --strategy`` offers. NNSmith's default configuration is not among them.
-STRATEGIES = ("rl", "random")
+STRATEGIES = ("rl", "random", "nnsmith-default")  # higen.main --strategy values
 
 
 @dataclass(frozen=True)
