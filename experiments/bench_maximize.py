@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, console, machine_note, print_table, write_csv  # noqa: E402
 
-from higen.numerics.maximize import PairEvaluator, PairPool, model_space, sides_for  # noqa: E402
+from higen.numerics.maximize import model_space  # noqa: E402
+from higen.numerics.maxpair import PairEvaluator, PairPool, sides_for  # noqa: E402
 from higen.numerics.maxsearch import SEARCHES, make_search, run_search  # noqa: E402
 from higen.tensors import scratch_dir  # noqa: E402
 

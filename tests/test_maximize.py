@@ -13,7 +13,8 @@ import onnx
 import pytest
 
 from higen.main import UserError, main
-from higen.numerics.maximize import PairEvaluator, PairPool, model_space, parse_ranges, sides_for
+from higen.numerics.maximize import model_space, parse_ranges
+from higen.numerics.maxpair import PairEvaluator, PairPool, sides_for
 from higen.numerics.maxsearch import make_search, outputs_error, run_search, tensor_error
 from higen.tensors import load_tensors
 

@@ -24,7 +24,7 @@ import numpy as np
 from higen.backends.base import REFERENCE, Outcome
 from higen.backends.pool import BackendPool
 from higen.modes import Plan
-from higen.numerics.maximize import PairEvaluator
+from higen.numerics.maxpair import PairEvaluator
 from higen.numerics.maxsearch import Space, make_search, run_search
 from higen.tensors import load_tensors, save_tensors, scratch_dir
 from higen.testcase import TestCase
