@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bugbench import campaigns, releases
 from bugbench.credit import Credit, Creditor
-from bugbench.entries import Entry, EntryError, load_entries, load_entry, write_repro
+from bugbench.entries import SPLITS, Entry, EntryError, load_entries, load_entry, write_repro
 from bugbench.probe import probe
 from common import console, machine_note, print_table
 from higen.backends.base import BackendMissing
@@ -102,16 +102,15 @@ def run_campaigns(entries: list[Entry], strategies: list[str], seeds: list[int],
                   install: bool, timeout_s: float, extra: list[str]) -> int:
     unknown = sorted(set(strategies) - set(campaigns.STRATEGIES))
     if unknown:
-        raise SystemExit(f"unknown strategy {', '.join(unknown)}: higen.main offers {', '.join(campaigns.STRATEGIES)} "
-                         "(NNSmith's default configuration is not a HiGen strategy yet)")
+        raise SystemExit(f"unknown strategy {', '.join(unknown)}: higen.main offers {', '.join(campaigns.STRATEGIES)}")
     problems = ensure_releases(entries, install)
     if problems:
         raise SystemExit("; ".join(problems))
     results = []
     with Creditor(out / "credit-work", timeout_s) as creditor:
         for group, members in campaigns.groups(entries).items():
-            for strategy in strategies:
-                for seed in seeds:
+            for seed in seeds:  # the strategies of one seed run back to back: they share the machine's load
+                for strategy in strategies:
                     run_dir = out / group.name / f"{strategy}-{seed}"
                     console().print(f"campaign {group.name} {strategy} seed {seed} ({budget_s:.0f} s) -> {run_dir}")
                     if not (run_dir / "training.log").is_file():
@@ -137,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--probe", metavar="ID", help="run an entry's repro on the releases of --versions")
     action.add_argument("--strategies", help="campaigns: comma-separated HiGen strategies (rl, random, nnsmith-default)")
     parser.add_argument("--entries", help="comma-separated entry ids (default: all)")
+    parser.add_argument("--split", choices=SPLITS, help="only the entries of one half: train (tune on it) or heldout "
+                                                      "(report on it)")
     parser.add_argument("--versions", help="for --probe: comma-separated releases")
     parser.add_argument("--no-install", action="store_true", help="never install missing releases")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          for row in probe(entry, versions, args.timeout)],
                         ["release", "target did", "vs reference"])
             return 0
-        entries = load_entries(only=args.entries.split(",") if args.entries else None)
+        entries = load_entries(only=args.entries.split(",") if args.entries else None, split=args.split)
         if args.credit:
             return credit_case(args.credit, entries, args.timeout, args.json)
         if args.strategies:

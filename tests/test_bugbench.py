@@ -25,7 +25,7 @@ from higen.runtimes import RuntimeInstallError  # noqa: E402
 
 from bugbench import campaigns, releases  # noqa: E402
 from bugbench.credit import Creditor  # noqa: E402
-from bugbench.entries import (SYMPTOMS, load_builder, load_entries, load_entry, with_output_types,  # noqa: E402
+from bugbench.entries import (SPLITS, SYMPTOMS, load_builder, load_entries, load_entry, with_output_types,  # noqa: E402
                               write_case, write_repro)
 from bugbench.injected.defects import DEFECTS  # noqa: E402
 
@@ -45,6 +45,8 @@ def test_every_entry_is_well_formed_and_builds_a_valid_model(tmp_path):
         model_ops = {node.op_type for node in onnx.load(str(case / "model.onnx")).graph.node}
         assert set(entry.ops) <= model_ops, f"{entry.id}: its repro lacks its own ops"
         assert np.load(case / "inputs.npz", allow_pickle=False).files
+    for split in SPLITS:  # tuned on one half, reported on the other: each half needs both tiers
+        assert {e.tier for e in load_entries(split=split)} == {"real", "injected"}, split
 
 
 def pypi_reachable() -> bool:

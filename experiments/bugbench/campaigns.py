@@ -24,8 +24,8 @@ from .credit import Creditor
 from .entries import Entry
 from .replay import INJECTED
 
-#: Strategies ``higen.main --strategy`` offers. NNSmith's default configuration is not among them.
-STRATEGIES = ("rl", "random", "nnsmith-default")  # higen.main --strategy values
+#: Strategies ``higen.main --strategy`` offers.
+STRATEGIES = ("rl", "random", "nnsmith-default")
 
 
 @dataclass(frozen=True)

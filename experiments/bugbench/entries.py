@@ -6,7 +6,8 @@ injected), ``target`` (device and level the bug shows on, e.g. ``cpu:O3``), ``op
 must contain), and optionally ``switch`` (backend options that make the affected release agree with
 the fixed one: the credit's localization), ``message`` (a regular expression a crash/error message
 must match), ``reference_target`` (the target judging which release is right; default ORT O0 of the
-main environment). ``repro.py`` defines ``build() -> (onnx.ModelProto, {input name: array})`` from a
+main environment), ``split`` (``train`` | ``heldout``: which half of the benchmark an entry is in;
+strategies are tuned on ``train`` and reported on ``heldout``). ``repro.py`` defines ``build() -> (onnx.ModelProto, {input name: array})`` from a
 fixed seed; it is used only to validate the entry, never to seed a fuzzer.
 """
 
@@ -24,7 +25,9 @@ import onnx
 ROOT = Path(__file__).resolve().parent
 SYMPTOMS = ("crash", "wrong-result", "error")
 TIERS = ("real", "injected")
-REQUIRED = ("issue", "url", "title", "runtime", "affected", "fixed", "symptom", "description", "tier", "target", "ops")
+SPLITS = ("train", "heldout")
+REQUIRED = ("issue", "url", "title", "runtime", "affected", "fixed", "symptom", "description", "tier", "target", "ops",
+            "split")
 
 
 class EntryError(ValueError):
@@ -46,6 +49,7 @@ class Entry:
     tier: str
     target: str
     ops: tuple[str, ...]
+    split: str
     switch: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     reference_target: str = "ort:cpu:O0"
@@ -66,8 +70,8 @@ def load_entry(folder: Path) -> Entry:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise EntryError(f"{path} lacks {', '.join(missing)}")
-    if data["symptom"] not in SYMPTOMS or data["tier"] not in TIERS:
-        raise EntryError(f"{path}: symptom must be one of {SYMPTOMS} and tier one of {TIERS}")
+    if data["symptom"] not in SYMPTOMS or data["tier"] not in TIERS or data["split"] not in SPLITS:
+        raise EntryError(f"{path}: symptom must be one of {SYMPTOMS}, tier one of {TIERS} and split one of {SPLITS}")
     if not (Path(folder) / "repro.py").is_file():
         raise EntryError(f"{folder} has no repro.py")
     known = {f for f in Entry.__dataclass_fields__} - {"id", "path"}
@@ -79,9 +83,12 @@ def load_entry(folder: Path) -> Entry:
     return Entry(id=data.get("id", Path(folder).name), path=Path(folder), **fields)
 
 
-def load_entries(root: Path = ROOT, only: list[str] | None = None) -> list[Entry]:
-    """Every entry under ``root`` (sorted by folder name), or those whose id is in ``only``."""
+def load_entries(root: Path = ROOT, only: list[str] | None = None, split: str | None = None) -> list[Entry]:
+    """Every entry under ``root`` (sorted by folder name), or those whose id is in ``only``, or those
+    of one ``split``."""
     entries = [load_entry(p.parent) for p in sorted(Path(root).glob("*/bug.toml"))]
+    if split:
+        entries = [e for e in entries if e.split == split]
     if only:
         unknown = sorted(set(only) - {e.id for e in entries})
         if unknown:
