@@ -5,7 +5,8 @@
         the second (its own repro, judged by the same credit function that judges fuzzer cases)
     python experiments/bugbench.py --credit CASE_DIR [--entries ID,...]
         which benchmark bugs a saved HiGen case exposes, by replay
-    python experiments/bugbench.py --strategies rl,random --budget-min 20 --seeds 0,1,2 [--entries ...]
+    python experiments/bugbench.py --strategies rl,random,nnsmith-default --budget-min 20 --seeds 0,1,2 \
+            [--split heldout] [--entries ...]
         HiGen campaigns per strategy and seed on each entry's affected release; saved cases are
         credited by replay; per bug: found in k of S, median time and tests to the first credited case
     python experiments/bugbench.py --install ort@1.20.1      a release into the runtime cache
