@@ -67,7 +67,7 @@ def inner_wheel(collector: str | None, target: str, models_file: str, out_file: 
 
         coverage = WorkerCoverage({"collectors": {collector: {}}})
     from higen.backends.base import Target
-    from higen.backends.registry import create_backend
+    from higen.backends.serve import create_backend
     from higen.tensors import load_tensors
 
     backend = create_backend(Target.parse(target))

@@ -26,8 +26,11 @@ from rich.console import Console
 from higen.engine import Engine, EngineSettings
 from higen.generation.config import GenConfig
 from higen.modes import diff_plan
-from higen.numerics.report import build_summary, write_report
+from higen.numerics.report import write_report
+from higen.numerics.summary import build_summary
 from higen.campaign import make_progress, run_campaign
+from higen.campaign_state import Budget, CampaignState
+from higen.rewards import RewardConfig
 from higen.run_dir import RunLog, create_run_dir
 from higen.strategies import RandomStrategy
 
@@ -52,10 +55,11 @@ def main() -> int:
     with Engine(settings, run_dir, console) as engine, make_progress(console) as progress:
         versions = engine.start()
         log.write("start", argv=vars(args), seed=args.seed, plan=[t.name for t in plan.targets], versions=versions)
-        strategy = RandomStrategy(args.seed, list(engine.generator.info["ops"]), base)
+        strategy = RandomStrategy(args.seed, engine.ops(), base)
         console.print(f"numerics campaign in {run_dir}: {', '.join(t.name for t in plan.targets)}, "
                       f"{args.minutes:g} min, edge inputs")
-        result = run_campaign(engine, strategy, 10**9, 20, log, progress, max_seconds=60 * args.minutes)
+        state = CampaignState(engine, RewardConfig(), 20, Budget(10**9, max_seconds=60 * args.minutes))
+        result = run_campaign(state, strategy, None, log, progress)
     log.write("end", tests=result.tests, wall_s=result.wall_s, verdicts=dict(result.verdicts),
               unique_signatures=result.unique_signatures)
     log.close()

@@ -1,8 +1,10 @@
 """A campaign without RL: a strategy proposes configs, the engine runs them, progress is shown.
 
-Generation of the next test overlaps execution of the current one. Every test is logged to
-``training.log``; each big epoch writes a summary line and a checkpoint. Ctrl-C stops after the
-current test with everything already found kept on disk; ``--resume`` continues the run.
+Generation of the next test overlaps execution of the current one. Every test is booked in the
+campaign state the RL uses too (``higen.campaign_state``) and logged to ``training.log`` with its
+reward terms; each big epoch writes the same summary line as the RL's (high-level reward terms
+included) and a checkpoint. Ctrl-C stops after the current test with everything already found kept
+on disk; ``--resume`` continues the run.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from higen.coverage.manager import STRUCTURE
-from higen.engine import Engine, TestResult
-from higen.envs.decoder import describe_config
+from higen.campaign_state import CampaignState
+from higen.engine import TestResult
+from higen.engine_api import FuzzEngine
 from higen.generation.client import GENERATOR_TIMEOUT
+from higen.generation.decoder import dimension_mask
 from higen.run_dir import LogHistory, RunLog
 from higen.strategies import Strategy
 
@@ -48,7 +51,7 @@ class CampaignSummary:
         return self.tests / self.wall_s if self.wall_s else 0.0
 
 
-def stats_line(engine: Engine, began: float) -> str:
+def stats_line(engine: FuzzEngine, began: float) -> str:
     rate = engine.tests_done / max(time.perf_counter() - began, 1e-9)
     counts = " ".join(f"{k} {v}" for k, v in sorted(engine.verdicts.items()))
     return f"{rate:5.1f} tests/s | {counts} | unique findings {len(engine.signatures)}"
@@ -71,20 +74,20 @@ def report_test(result: TestResult, summary: CampaignSummary, log: RunLog, progr
         progress.console.print(f"[red]finding[/red] {result.verdict} -> bug_cases/{result.case}")
 
 
-def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, small_epochs: int, log: RunLog,
-                 progress: Progress, max_seconds: float | None = None, history: LogHistory | None = None,
+def run_campaign(state: CampaignState, strategy: Strategy, total_tests: int | None, log: RunLog,
+                 progress: Progress, history: LogHistory | None = None,
                  checkpoint: Callable[[str, int, dict[str, Any]], Any] | None = None) -> CampaignSummary:
-    """Run tests until ``total_tests`` (None: no cap) or ``max_seconds`` of campaign time; a big epoch
-    is ``small_epochs`` tests (one summary line each). ``history``: a resumed run's log, continued
-    (test indices, campaign time; ``strategy`` and the engine are already restored). ``checkpoint(reason,
-    tests, strategy_state)`` is called after each big epoch and on Ctrl-C with the strategy's state
-    as of that many tests (the strategy runs ahead by the tests in flight)."""
+    """Run tests on ``state.engine`` until ``total_tests`` (None: no cap) or the state's time budget;
+    a big epoch is ``state.small_epochs`` tests. Each test is booked in ``state`` and logged with its
+    reward terms; each big epoch is closed by ``state`` and its record logged, as the RL does.
+    ``history``: a resumed run's log, continued (test indices; ``state``, ``strategy`` and the engine
+    are already restored). ``checkpoint(reason, tests, strategy_state)`` is called after each big
+    epoch and on Ctrl-C with the strategy's state as of that many tests (the strategy runs ahead by
+    the tests in flight)."""
     history = history or LogHistory()
+    engine = state.engine
     summary = CampaignSummary()
-    began = time.perf_counter() - history.elapsed_s
     task = progress.add_task("fuzzing", total=total_tests, completed=history.tests, stats="")
-    epoch: list[TestResult] = []
-    tokens: set[str] = set(engine.coverage.union.get(STRUCTURE, ()))
     depth = max(1, engine.depth)  # tests in flight: 1, or a few per pipeline (higen.scale)
     done = submitted = history.last_index
     snapshots: dict[int, dict[str, Any]] = {}  # proposals made -> the strategy's state then
@@ -95,8 +98,7 @@ def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, sm
         return strategy.propose()
 
     def more() -> bool:
-        return ((total_tests is None or submitted < total_tests)
-                and not (max_seconds and time.perf_counter() - began >= max_seconds))
+        return (total_tests is None or submitted < total_tests) and not state.time_spent()
 
     def state_after(tests: int) -> dict[str, Any]:
         for stale in [k for k in snapshots if k < tests]:
@@ -104,8 +106,11 @@ def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, sm
         return snapshots.get(tests) or strategy.state()
 
     try:
-        if checkpoint is not None and not done:  # resumable from the first test on
-            checkpoint("start", 0, strategy.state())
+        if not done:  # resumable from the first test on; campaign time starts now
+            if checkpoint is not None:
+                checkpoint("start", 0, strategy.state())
+            state.began = time.perf_counter()
+        state.begin_epoch()
         while submitted - done < depth and more():
             engine.submit(propose())
             submitted += 1
@@ -114,18 +119,18 @@ def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, sm
             result = engine.finish(prefetch=following)
             submitted += following is not None
             done += 1
-            report_test(result, summary, log, progress)
-            tokens.update(result.tokens)
-            epoch.append(result)
+            if not state.epoch:  # a big epoch frees what the strategy freed for its first test
+                state.free = dimension_mask(result.config.extra.get("free", []))
+            terms = state.account(result)
+            report_test(result, summary, log, progress, reward=terms.as_dict())
             # the time budget is spent: a test generated ahead is dropped, not run past the budget
-            last = done == submitted or bool(max_seconds and time.perf_counter() - began >= max_seconds)
-            if done % small_epochs == 0 or last:
-                log.write("big_epoch", epoch=(done - 1) // small_epochs, **epoch_summary(epoch),
-                          unique_tokens=len(tokens))
-                epoch = []
+            last = done == submitted or state.time_spent()
+            if done % state.small_epochs == 0 or last:
+                log.write("big_epoch", **state.end_epoch()[1])
                 if checkpoint is not None:
                     checkpoint("end" if last else "epoch", done, state_after(done))
-            progress.update(task, advance=1, stats=stats_line(engine, began))
+                state.begin_epoch()
+            progress.update(task, advance=1, stats=stats_line(engine, state.began))
             if last:
                 break
     except KeyboardInterrupt:
@@ -133,20 +138,29 @@ def run_campaign(engine: Engine, strategy: Strategy, total_tests: int | None, sm
         if checkpoint is not None:
             checkpoint("interrupt", done, state_after(done))
         progress.console.print("[yellow]interrupted: bug cases found so far are saved[/yellow]")
-    return finish_summary(summary, engine, began, len(tokens))
+    return finish_summary(summary, engine, state.began, len(state.tokens))
 
 
-def campaign_checkpointer(run_dir: Path, context: dict[str, Any], small_epochs: int
+def resume_campaign(state: CampaignState, strategy: Strategy, saved: dict[str, Any], history: LogHistory) -> None:
+    """Continue a campaign from its checkpoint (``saved``, its run_state.json) and its log: the
+    campaign state and the strategy's as of the checkpoint, then past the tests logged after it (the
+    strategy draws their configs again without running them)."""
+    state.restore(saved.get("state", {"big_epochs": saved["big_epochs"]}), history)  # older checkpoints: counters
+    strategy.restore(saved["strategy"])
+    strategy.skip(history.last_index - saved["tests"])
+
+
+def campaign_checkpointer(run_dir: Path, context: dict[str, Any], state: CampaignState
                           ) -> Callable[[str, int, dict[str, Any]], Path]:
     """``checkpoint`` for ``run_campaign``: ``checkpoints/ckpt-<big epochs>-<tests>/run_state.json`` with
-    the command line (for ``--resume``), the tests done and the strategy's state (its RNG included)."""
+    the command line (for ``--resume``), the tests done, the campaign state (reward weights, budget,
+    token memory, counters) and the strategy's state (its RNG included)."""
     from higen.agents.checkpoint import write_checkpoint
 
     def save(reason: str, tests: int, strategy_state: dict[str, Any]) -> Path:
-        big_epochs = tests // small_epochs
-        return write_checkpoint(run_dir / "checkpoints", f"ckpt-{big_epochs:06d}-{tests:09d}", {}, None,
-                                {"reason": reason, "context": context, "tests": tests, "big_epochs": big_epochs,
-                                 "strategy": strategy_state})
+        return write_checkpoint(run_dir / "checkpoints", f"ckpt-{state.big_epochs:06d}-{tests:09d}", {}, None,
+                                {"reason": reason, "context": context, "tests": tests, "big_epochs": state.big_epochs,
+                                 **state.checkpoint_data(), "strategy": strategy_state})
 
     return save
 
@@ -172,7 +186,7 @@ def run_rl_campaign(trainer, total_tests: int | None, log: RunLog, progress: Pro
     return finish_summary(summary, engine, began, trained.unique_tokens)
 
 
-def finish_summary(summary: CampaignSummary, engine: Engine, began: float, unique_tokens: int) -> CampaignSummary:
+def finish_summary(summary: CampaignSummary, engine: FuzzEngine, began: float, unique_tokens: int) -> CampaignSummary:
     summary.tests = engine.tests_done
     summary.wall_s = time.perf_counter() - began
     summary.verdicts = Counter(engine.verdicts)
@@ -181,11 +195,3 @@ def finish_summary(summary: CampaignSummary, engine: Engine, began: float, uniqu
     summary.unique_tokens = unique_tokens
     return summary
 
-
-def epoch_summary(results: list[TestResult]) -> dict:
-    verdicts = Counter(str(r.verdict) for r in results)
-    return {"tests": len(results), "verdicts": dict(verdicts),
-            "validity": sum(r.valid for r in results) / len(results),
-            "new_signatures": sum(len(r.new_signatures) for r in results),
-            "bugs": sum(len(r.bugs) for r in results), "new_bugs": sum(len(r.new_bugs) for r in results),
-            "configs": [describe_config(r.config) for r in results]}

@@ -1,5 +1,5 @@
-"""``higen doctor``: each backend, its version and the devices it sees; the other releases in the
-runtime cache (``higen runtimes``) and whether they import; coverage tools too.
+"""What ``higen doctor`` checks (the command is :mod:`higen.cli.doctor`): each backend, its version and
+the devices it sees, and the coverage tools.
 
 Every runtime is probed in a child process so a broken install cannot take the doctor down.
 """
@@ -10,12 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-
-from rich.console import Console
-from rich.table import Table
-
-from higen.modes import gpu_present
-from higen.runtimes import describe_installed, runtimes_dir
 
 PROBES = {
     "onnxruntime": "import onnxruntime as m; r = {'version': m.__version__, 'devices': m.get_available_providers()}",
@@ -43,25 +37,3 @@ def tool_version(tool: str) -> str:
         return "not found"
     done = subprocess.run([tool, "--version"], capture_output=True, text=True)
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else "?"
-
-
-def command_doctor(argv: list[str]) -> int:
-    console = Console()
-    table = Table("component", "version", "devices / note")
-    healthy = True
-    for name, code in PROBES.items():
-        result = probe(name, code)
-        if "error" in result:
-            healthy = False
-            table.add_row(name, "[red]missing[/red]", result["error"][:120])
-        else:
-            table.add_row(name, result["version"], ", ".join(result["devices"]))
-    for row in describe_installed():  # not counted against health: a campaign only uses what it names
-        note = "imports" if row["imports"] else f"[red]does not import: {row['problem'][:100]}[/red]"
-        table.add_row(f"{row['distribution']} (cache)", row["version"], f"target {row['target']}; {note}")
-    table.add_row("runtime cache", "", str(runtimes_dir()))
-    for tool in ("gcc", "gcov", "gcovr"):
-        table.add_row(tool, tool_version(tool), "coverage of instrumented builds")
-    table.add_row("GPU", "present" if gpu_present() else "absent", "GPU targets run only when present")
-    console.print(table)
-    return 0 if healthy else 1

@@ -2,35 +2,41 @@
 
 It composes the parts and owns their processes; it knows nothing about strategies or RL. Callers
 may ``submit`` the next config before calling ``finish`` on the current one, so NNSmith builds
-test i+1 (one core) while the backends run test i (the other).
+test i+1 (one core) while the backends run test i (the other). What callers may ask of an engine
+is ``higen.engine_api.FuzzEngine``; ``EngineDriver`` is the half every engine shares (coverage,
+bug store, counters), ``Engine`` the one that runs tests on workers of its own (more pipelines:
+``higen.scale``).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from rich.console import Console
 
 from higen import __version__
-from higen.backends.base import REFERENCE, Outcome
+from higen.backends.base import Outcome
 from higen.backends.pool import BackendPool
 from higen.bugs.locate import Analyst, Identifier
 from higen.bugs.background import BackgroundReducer
 from higen.bugs.store import BugStore, Recorded, cause_key
 from higen.coverage.manager import CoverageManager, CoverageSettings
+from higen.execute import Execution, execute
 from higen.generation.client import GEN_TIMEOUT_S, Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.modes import Plan
 from higen.numerics.stats import NumericsRecorder
 from higen.run_dir import LogHistory
-from higen.oracle import Finding, Judgement, Tolerance, Verdict, judge
+from higen.oracle import Finding, Judgement, Tolerance, Verdict
 from higen.support import learn_support
-from higen.tensors import load_tensors, scratch_dir
+from higen.tensors import scratch_dir
 from higen.testcase import TestCase
 from higen.workers import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_RECYCLE_AFTER, WorkerStartError
 
@@ -42,6 +48,9 @@ class EngineSettings:
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
     recycle_after: int = DEFAULT_RECYCLE_AFTER  # backend worker answers before a planned restart (0: never)
     gen_timeout_s: float = GEN_TIMEOUT_S
+    #: target name -> seconds per test for that target instead of ``timeout_s`` (--tvm-timeout); every
+    #: engine's backend pools (local or remote) take them from here
+    timeouts_by_target: dict[str, float] = field(default_factory=dict)
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     nan_policy: str = "skip-unstable"
     examples_per_signature: int = 1
@@ -86,29 +95,24 @@ class TestResult:
                 "outcomes": {t: o.status for t, o in self.outcomes.items()}, "coverage_new": self.coverage_new}
 
 
-class Engine:
-    #: generator + backend worker sets, and tests a campaign keeps in flight (more in higen.scale)
-    workers = 1
-    depth = 1
+class EngineDriver(ABC):
+    """The half of a test every engine does in this process, whatever ran it (``higen.engine_api``):
+    the coverage union, the bug store (with the analyst that writes a saved case's extras), background
+    reduction, the counters and the test indices. ``_conclude`` books a test that a pipeline generated,
+    ran and judged; where tests run is each engine's own (``Engine``: its own workers; several
+    pipelines: ``higen.scale``)."""
 
     def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None):
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
         logs = self.run_dir / "workers"
-        self.generator = Generator(logs, settings.gen_timeout_s, settings.memory_limit_mb)
-        self.pool = BackendPool(settings.plan.targets, logs, settings.timeout_s, settings.memory_limit_mb,
-                                recycle_after=settings.recycle_after)
         self.coverage = CoverageManager(settings.coverage, self.run_dir, [t.name for t in settings.plan.targets])
-        self.coverage.configure(self.pool)
         self.analyst = Analyst(logs, settings.timeout_s, settings.memory_limit_mb)
-        self.identifier = Identifier(self.pool, self.analyst, settings.tolerances, settings.nan_policy,
-                                     settings.root_causes)
         self.store = BugStore(self.run_dir / "bug_cases", settings.examples_per_signature,
                               write_extras=self.analyst.write_extras)
         self.reducer = BackgroundReducer(logs, settings.reduce_budget_s, settings.timeout_s, settings.memory_limit_mb) \
             if settings.reduce == "auto" else None
-        self.numerics = NumericsRecorder(self.run_dir) if settings.numerics else None
         self.work = scratch_dir("higen-tests-")
         self.verdicts: Counter[str] = Counter()
         self.signatures: set[str] = set()
@@ -117,72 +121,31 @@ class Engine:
         self.aliases: set[str] = set()  # root causes whose reduction showed them to be an earlier one
         self.tests_done = 0
         self._submitted = 0
-        self._pending: tuple[int, Path] | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        """Start every worker in parallel, drop absent optional (GPU) targets with a plain warning,
-        then learn what the targets support. Raises WorkerStartError for a required target."""
-        launch_workers(self.generator, self.pool)
-        self.analyst.launch()
-        try:
-            self.settings.plan = wait_workers(self.generator, self.pool, self.settings.plan, self.console)
-            self.analyst.wait_ready()
-        except WorkerStartError:
-            self.close()
-            raise
-        if self.settings.learn_support:
-            learn_support(self.generator, self.pool, self.run_dir, support_progress)
-        self.coverage.enable(self.pool)
-        return self.versions()
-
+    @abstractmethod
     def versions(self) -> dict[str, Any]:
-        return worker_versions(self.generator, self.pool)
+        """HiGen's, NNSmith's, PyTorch's and every target's version, as the started workers report them."""
+
+    @abstractmethod
+    def submit(self, config: GenConfig) -> None:
+        """Start a test; it is run, judged and recorded by :meth:`finish`."""
+
+    @abstractmethod
+    def finish(self, prefetch: GenConfig | None = None) -> TestResult:
+        """The oldest submitted test, done and recorded; ``prefetch``: submit the next one meanwhile."""
 
     def close(self) -> None:
-        self.generator.close()
-        self.pool.close()
         self.analyst.close()
         if self.reducer:
             self.reducer.close()
         self.coverage.close()
-        if self.numerics:
-            self.numerics.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # -- tests ---------------------------------------------------------------------------------
-    def submit(self, config: GenConfig) -> None:
-        """Start generating a test; its execution happens in :meth:`finish`."""
-        self._submitted += 1
-        index = self._submitted
-        directory = self.work / f"t{index}"
-        self.generator.submit(config, directory)
-        self._pending = (index, directory)
-
-    def finish(self, prefetch: GenConfig | None = None) -> TestResult:
-        """Complete the submitted test; with ``prefetch``, start generating the next one meanwhile."""
-        index, directory = self._pending
-        began = time.perf_counter()
-        generated = self.generator.collect()
-        waited = time.perf_counter() - began
-        self._pending = None
-        if prefetch is not None:
-            self.submit(prefetch)
-        try:
-            executed = execute(self.pool, self.settings, generated.test, self.identifier) if generated.valid else None
-            result = self._conclude(index, generated, executed)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        result.timings["gen_s"] = generated.gen_s
-        result.timings["gen_wait_s"] = waited
-        self._count(result)
-        return result
 
     def run_one(self, config: GenConfig) -> TestResult:
         self.submit(config)
@@ -223,7 +186,7 @@ class Engine:
                 "oracle": {"pairs": plan.pairs, "nan_policy": self.settings.nan_policy,
                            "tolerances": {k: vars(v) for k, v in self.settings.tolerances.items()}}}
 
-    def _conclude(self, index: int, generated: GenResult, executed: Executed | None,
+    def _conclude(self, index: int, generated: GenResult, executed: Execution | None,
                   context: dict[str, Any] | None = None) -> TestResult:
         """This process's part of a test (a pipeline did the rest): coverage, numerics, the bug store."""
         if executed is None:
@@ -233,8 +196,7 @@ class Engine:
         began = time.perf_counter()
         coverage_new = self.coverage.observe(index, test.tokens, outcomes)
         covered = time.perf_counter()
-        if self.numerics:
-            self.numerics.record(self.pool, index, test, outcomes)
+        self._record_numerics(index, test, outcomes)
         recorded = time.perf_counter()
         stored = self.store.record(test, judgement, outcomes, context or self.case_context()) \
             if judgement.findings else Recorded()
@@ -247,36 +209,97 @@ class Engine:
                           bugs=stored.bugs, case=stored.case, outcomes=outcomes, tokens=test.tokens,
                           n_nodes=test.n_nodes, timings=timings, coverage_new=coverage_new)
 
-
-@dataclass
-class Executed:
-    """A generated test run on every target and judged: the part of a test that a pipeline does
-    (here the engine's own workers; several pipelines in ``higen.scale``)."""
-
-    outcomes: dict[str, Outcome]
-    judgement: Judgement
-    timings: dict[str, float]  # exec_s, judge_s, locate_s
+    def _record_numerics(self, index: int, test: TestCase, outcomes: dict[str, Outcome]) -> None:
+        """Per-op numerics of a judged test (``--record-numerics``): only an engine with workers of
+        its own runs a test again for them (``Engine``); several pipelines refuse the flag."""
 
 
-def execute(pool: BackendPool, settings: EngineSettings, test: TestCase,
-            identifier: Identifier | None = None) -> Executed:
-    """Run ``test`` on every target of ``pool``, judge the outcomes against the reference, and give
-    every finding its root cause (with an ``identifier``; its workers bound the time it takes)."""
-    began = time.perf_counter()
-    outcomes = pool.run(test.model_path, test.inputs_path, test.directory)
-    if test.config.inputs == "maximize":  # error-maximizing inputs (docs/numerics.md)
+class Engine(EngineDriver):
+    """One pipeline of its own in this process: a generator worker and a backend pool (one worker per
+    target). ``finish`` collects test i, submits test i+1 to the generator (``prefetch``) and only then
+    runs test i on the backends, so generation and execution overlap."""
+
+    #: generator + backend worker sets, and tests a campaign keeps in flight (more in higen.scale)
+    workers = 1
+    depth = 1
+
+    def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None):
+        super().__init__(settings, run_dir, console)
+        self.generator, self.pool = local_workers(settings, self.run_dir / "workers")
+        self.coverage.configure(self.pool)
+        self.identifier = Identifier(self.pool, self.analyst, settings.tolerances, settings.nan_policy,
+                                     settings.root_causes)
+        self.numerics = NumericsRecorder(self.run_dir) if settings.numerics else None
+        self._pending: tuple[int, Path] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Start every worker in parallel, drop absent optional (GPU) targets with a plain warning,
+        then learn what the targets support. Raises WorkerStartError for a required target."""
+        start_workers(self, self.generator, self.pool, support_progress)
+        return self.versions()
+
+    def ops(self) -> list[str]:
+        """The operator universe of the generator (NNSmith's catalogue)."""
+        return list(self.generator.info["ops"])
+
+    def versions(self) -> dict[str, Any]:
+        return worker_versions(self.generator, self.pool)
+
+    def close(self) -> None:
+        self.generator.close()
+        self.pool.close()
+        if self.numerics:
+            self.numerics.close()
+        super().close()
+
+    # -- tests ---------------------------------------------------------------------------------
+    def submit(self, config: GenConfig) -> None:
+        """Start generating a test; its execution happens in :meth:`finish`."""
+        self._submitted += 1
+        index = self._submitted
+        directory = self.work / f"t{index}"
+        self.generator.submit(config, directory)
+        self._pending = (index, directory)
+
+    def finish(self, prefetch: GenConfig | None = None) -> TestResult:
+        """Complete the submitted test; with ``prefetch``, start generating the next one meanwhile."""
+        index, directory = self._pending
+        began = time.perf_counter()
+        generated = self.generator.collect()
+        waited = time.perf_counter() - began
+        self._pending = None
+        if prefetch is not None:
+            self.submit(prefetch)
+        try:
+            executed = execute_test(self.pool, self.settings, generated.test, self.identifier) if generated.valid else None
+            result = self._conclude(index, generated, executed)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        result.timings["gen_s"] = generated.gen_s
+        result.timings["gen_wait_s"] = waited
+        self._count(result)
+        return result
+
+    def _record_numerics(self, index: int, test: TestCase, outcomes: dict[str, Outcome]) -> None:
+        if self.numerics:
+            self.numerics.record(self.pool, index, test, outcomes)
+
+
+def execute_test(pool: BackendPool, settings: EngineSettings, test: TestCase,
+                 identifier: Identifier | None = None) -> Execution:
+    """The part of a test that a pipeline does (here the engine's own workers; several pipelines in
+    ``higen.scale``): ``test`` on every target of ``pool``, with error-maximizing inputs when its
+    config asks (docs/numerics.md), judged with the settings' oracle, and every finding given its
+    root cause (with an ``identifier``; its workers bound the time it takes)."""
+    maximize = None
+    if test.config.inputs == "maximize":
         from higen.numerics.maxfuzz import maximize_test
 
-        outcomes = maximize_test(pool, settings.plan, test, outcomes)
-    executed = time.perf_counter()
-    outputs = {REFERENCE: load_tensors(test.reference_path)}
-    outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
-    judgement = judge(outcomes, outputs, settings.plan.pairs, test.producers, settings.tolerances,
-                      pool.internal_precision(), settings.nan_policy)
-    timings = {"exec_s": executed - began, "judge_s": time.perf_counter() - executed}
-    if identifier is not None and judgement.findings:
-        timings["locate_s"] = identifier.identify(test, judgement, outcomes, outputs)
-    return Executed(outcomes, judgement, timings)
+        maximize = partial(maximize_test, pool, settings.plan, test)
+    return execute(pool, test, test.directory, pairs=settings.plan.pairs, tolerances=settings.tolerances,
+                   nan_policy=settings.nan_policy, reference=test.reference_path, identifier=identifier,
+                   revise=maximize)
 
 
 def worker_versions(generator: Generator, pool: BackendPool) -> dict[str, Any]:
@@ -284,6 +307,33 @@ def worker_versions(generator: Generator, pool: BackendPool) -> dict[str, Any]:
     info = generator.info
     return {"higen": __version__, "nnsmith": info.get("nnsmith_version"), "torch": info.get("torch_version"),
             "targets": {name: {k: v for k, v in i.items() if k != "ready"} for name, i in pool.describe().items()}}
+
+
+def local_workers(settings: EngineSettings, log_dir: Path) -> tuple[Generator, BackendPool]:
+    """A generator and a backend pool (one worker per target of the plan) under the settings' limits,
+    per-target timeouts included; not started yet."""
+    return (Generator(log_dir, settings.gen_timeout_s, settings.memory_limit_mb),
+            BackendPool(settings.plan.targets, log_dir, settings.timeout_s, settings.memory_limit_mb,
+                        recycle_after=settings.recycle_after, timeouts_by_target=settings.timeouts_by_target))
+
+
+def start_workers(engine: EngineDriver, generator: Generator, pool: BackendPool,
+                  support_progress: Callable[[int, int], None] | None = None) -> None:
+    """Start ``engine``'s own generator and backend workers and its analyst in parallel; an absent
+    optional (GPU) target is dropped from the engine's plan with a plain warning. Then learn what the
+    targets support and switch the coverage collectors on. A required target that cannot start closes
+    the engine and raises WorkerStartError."""
+    launch_workers(generator, pool)
+    engine.analyst.launch()
+    try:
+        engine.settings.plan = wait_workers(generator, pool, engine.settings.plan, engine.console)
+        engine.analyst.wait_ready()
+    except WorkerStartError:
+        engine.close()
+        raise
+    if engine.settings.learn_support:
+        learn_support(generator, pool, engine.run_dir, support_progress)
+    engine.coverage.enable(pool)
 
 
 def launch_workers(generator: Generator, pool: BackendPool) -> None:

@@ -19,6 +19,8 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from higen.graph import copy_model
+
 #: Result dtypes that are folded into initializers.
 FOLDED_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 #: The only operators evaluated: the cheap, vectorized ones that shape computations use (no pooling,
@@ -60,7 +62,7 @@ def fold_integer_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     if len(graph.node) > MAX_MODEL_NODES or model.ByteSize() > MAX_MODEL_BYTES:
-        return _copy(model)
+        return copy_model(model)
     graph_inputs = {value.name for value in graph.input}
     graph_outputs = {value.name for value in graph.output}
     opsets = {entry.domain: entry.version for entry in model.opset_import}
@@ -87,14 +89,8 @@ def fold_integer_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             folded.update(result)
 
     if not folded:
-        return _copy(model)
+        return copy_model(model)
     return _rebuild(model, folded, constant_nodes)
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    unchanged = onnx.ModelProto()
-    unchanged.CopyFrom(model)
-    return unchanged
 
 
 def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
@@ -205,8 +201,7 @@ def _rebuild(model: onnx.ModelProto, folded: dict[str, np.ndarray], constant_nod
         used.update(_subgraph_inputs(node))
     alive.reverse()
 
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
+    new = copy_model(model)
     del new.graph.node[:]
     new.graph.node.extend(graph.node[index] for index in alive)
     graph_inputs = {value.name for value in graph.input}

@@ -1,4 +1,5 @@
-"""``higen regenerate RUN_DIR INDEX [--out DIR]``: rebuild test INDEX of a run exactly.
+"""``higen regenerate RUN_DIR INDEX [--out DIR]`` (the command is :mod:`higen.cli.regenerate`): rebuild
+test INDEX of a run exactly.
 
 A test's model and inputs depend only on its config and seed (the generator worker seeds every
 random generator from the test's seed and bounds NNSmith's input search by steps, not wall time:
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from higen.errors import UserError
 from higen.generation.client import GEN_TIMEOUT_S, Generator, GenResult
 from higen.generation.config import ConfigError, GenConfig
 from higen.tensors import load_tensors
@@ -23,8 +25,6 @@ from higen.tensors import load_tensors
 
 def logged_config(run_dir: Path, index: int) -> GenConfig:
     """The config of test ``index`` as ``training.log`` recorded it (raises UserError if absent)."""
-    from higen.main import UserError
-
     path = run_dir / "training.log"
     if not path.is_file():
         raise UserError(f"{run_dir}: no training.log there; pass a run folder (runs/<N>)")
@@ -63,26 +63,3 @@ def case_digest(directory: Path) -> dict[str, str]:
         digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     return {"model": hashlib.sha256((directory / "model.onnx").read_bytes()).hexdigest(), "inputs": digest.hexdigest()}
-
-
-def command_regenerate(argv: list[str]) -> int:
-    from higen.main import OneLineParser
-
-    parser = OneLineParser(prog="higen regenerate", description="Rebuild a logged test from its config and seed.")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("index", type=int, help="the test's index in training.log")
-    parser.add_argument("--out", type=Path, help="where to write it (default RUN_DIR/regenerated/INDEX)")
-    parser.add_argument("--timeout", type=float, default=GEN_TIMEOUT_S, help="seconds before generation is given up")
-    args = parser.parse_args(argv)
-    config = logged_config(args.run_dir, args.index)
-    out = args.out or args.run_dir / "regenerated" / str(args.index)
-    allowed = args.run_dir / "allowed_ops.json"
-    result = regenerate(config, out, allowed if allowed.is_file() else None, args.timeout)
-    (out / "config.json").write_text(json.dumps(config.to_json(), indent=1) + "\n")
-    if not result.valid:
-        print(f"test {args.index} (seed {config.seed}) is invalid again: {result.reason}")
-        return 1
-    digest = case_digest(out)
-    print(f"test {args.index} (seed {config.seed}) rebuilt in {out}: model sha256 {digest['model'][:16]}, "
-          f"inputs sha256 {digest['inputs'][:16]}")
-    return 0

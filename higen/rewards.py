@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from higen.errors import UserError
+
 
 @dataclass(frozen=True)
 class LowWeights:
@@ -130,7 +132,7 @@ def high_level_terms(*, new_bugs: int, validity_ratio: float, coverage_growth: f
 
 
 # -- configuration --------------------------------------------------------------------------------
-class RewardConfigError(ValueError):
+class RewardConfigError(UserError, ValueError):
     """A reward weight is unknown or not a number; the message says which and what is allowed."""
 
 

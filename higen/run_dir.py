@@ -4,12 +4,13 @@ and ``training.log``, one JSON object per line (read back by ``read_history`` wh
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from higen.files import write_text_atomic
 
 
 def create_run_dir(run_root: Path, session_subdir: bool = True) -> Path:
@@ -26,9 +27,7 @@ def create_run_dir(run_root: Path, session_subdir: bool = True) -> Path:
             break
         except FileExistsError:  # another campaign took that number first
             continue
-    latest = run_root / f".LATEST.{os.getpid()}"
-    latest.write_text(run_dir.name + "\n")
-    os.replace(latest, run_root / "LATEST")
+    write_text_atomic(run_root / "LATEST", run_dir.name + "\n")
     return run_dir
 
 

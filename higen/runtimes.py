@@ -1,4 +1,5 @@
-"""Other releases of a runtime, installed side by side in a per-user cache (``higen runtimes``).
+"""Other releases of a runtime, installed side by side in a per-user cache (``higen runtimes``, the
+command is :mod:`higen.cli.runtimes`).
 
 A target may name a release other than the environment's (``ort@1.20.1:cpu:O3``, see
 :class:`higen.backends.base.Target`): for version-differential testing, or to replay a bug case on
@@ -34,9 +35,10 @@ from packaging.version import InvalidVersion, Version
 
 from higen.backends.base import BackendMissing, Target
 from higen.backends.registry import RUNTIMES, RuntimeInfo, require_installed
+from higen.errors import UserError
 
 
-class RuntimeInstallError(RuntimeError):
+class RuntimeInstallError(UserError, RuntimeError):
     """``higen runtimes add`` failed; the message is one line that says why and what to do."""
 
 
@@ -306,44 +308,6 @@ def remove(spec: str) -> Path:
     return path
 
 
-# -- command line -----------------------------------------------------------------------------
-def command_runtimes(argv: list[str]) -> int:
-    from rich.console import Console
-
-    from higen.main import OneLineParser, UserError
-
-    parser = OneLineParser(prog="higen runtimes", description=f"Other releases of the runtimes, in {runtimes_dir()}.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add = commands.add_parser("add", help="install releases, e.g. onnxruntime==1.20.1 (targets: ort@1.20.1)")
-    add.add_argument("specs", nargs="+", metavar="DIST==VERSION")
-    add.add_argument("--force", action="store_true", help="reinstall a release that is already there")
-    listing = commands.add_parser("list", help="installed releases, their size and whether they import")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    drop = commands.add_parser("remove", help="delete releases from the cache")
-    drop.add_argument("specs", nargs="+", metavar="DIST==VERSION")
-    args = parser.parse_args(argv)
-    console = Console()
-    try:
-        if args.command == "add":
-            for spec in args.specs:
-                with console.status(f"installing {spec} ..."):
-                    path = install(spec, args.force)
-                runtime = next(r for r in installed() if r.path == path)
-                console.print(f"{runtime.spec} in {path}: name it in targets as {runtime.pinned}, "
-                              f"e.g. --diff-backends {runtime.pinned},{runtime.key}")
-                if unmet := unmet_requirements(path, runtime.distribution):
-                    console.print(f"[yellow]note[/yellow]: it imports, but asks for what this environment does "
-                                  f"not meet: {', '.join(unmet)}")
-        elif args.command == "remove":
-            for spec in args.specs:
-                console.print(f"removed {remove(spec)}")
-        else:
-            return list_runtimes(console, args.json)
-    except (ValueError, RuntimeInstallError) as error:
-        raise UserError(str(error)) from error
-    return 0
-
-
 def describe(runtime: Runtime) -> dict[str, Any]:
     """What ``higen runtimes list`` and ``higen doctor`` show for one release."""
     checked = import_check(runtime.path, runtime_for(runtime.key).package)
@@ -357,20 +321,3 @@ def describe_installed() -> list[dict[str, Any]]:
     """:func:`describe` for every release in the cache, import checks in parallel child processes."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(describe, installed()))
-
-
-def list_runtimes(console, as_json: bool) -> int:
-    from rich.table import Table
-
-    rows = describe_installed()
-    if as_json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    table = Table("target", "folder", "size MB", "import check", title=f"runtime releases in {runtimes_dir()}")
-    for row in rows:
-        check = "[green]ok[/green]" if row["imports"] else f"[red]{row['problem'][:100]}[/red]"
-        check += "".join(f"; wants {req}" for req in row["unmet_requirements"])
-        table.add_row(row["target"], Path(row["path"]).name, f"{row['size_mb']:.0f}", check)
-    console.print(table if rows else f"no runtime releases in {runtimes_dir()}: add one with "
-                                     "`higen runtimes add onnxruntime==1.20.1`")
-    return 0 if all(r["imports"] for r in rows) else 1

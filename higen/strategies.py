@@ -8,12 +8,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from higen.envs.decoder import DIMENSIONS, ActionDecoder
+from higen.generation.decoder import DIMENSIONS, ActionDecoder
 from higen.generation.config import GenConfig
 
 
 class Strategy(Protocol):
+    """What ``higen.campaign.run_campaign`` (and its resume) asks of a strategy."""
+
     def propose(self) -> GenConfig: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    def skip(self, proposals: int) -> None: ...
 
 
 class RandomStrategy:

@@ -12,12 +12,12 @@ worker reports (a pinned target, ``ort@1.20.1:cpu:O3``, by the release it really
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from higen.backends.pool import BackendPool
+from higen.files import write_json_atomic
 from higen.generation.client import Generator
 from higen.runtimes import cache_root
 from higen.tensors import scratch_dir
@@ -33,13 +33,6 @@ def _cache_path(target: str, info: dict[str, Any], nnsmith_version: str) -> Path
     build = f"-{info['pipeline']}" if info.get("pipeline") else ""  # what the backend compiles with, if it says
     key = f"{target}-{info.get('runtime')}{info.get('version')}{build}-nnsmith{nnsmith_version}-v{PROBE_VERSION}"
     return cache_dir() / (key.replace(":", "_").replace("/", "_") + ".json")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def probe(generator: Generator, pool: BackendPool, targets: list[str],
@@ -75,16 +68,18 @@ def learn_support(generator: Generator, pool: BackendPool, run_dir: Path,
     tables = {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
     missing = [name for name in paths if name not in tables]
     if missing:
+        cache_dir().mkdir(parents=True, exist_ok=True)
         for name, table in probe(generator, pool, missing, progress).items():
-            _write_json(paths[name], table)
+            write_json_atomic(paths[name], table, indent=1)
             tables[name] = table
     allowed = intersect(tables)
     suspicious = {name: {f"{op} {dtypes}": status for op, combos in table.items()
                          for dtypes, status in combos.items() if status in ("error", "crash", "timeout")}
                   for name, table in tables.items()}
-    _write_json(run_dir / "support.json", {"targets": tables, "single_op_failures": suspicious})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "support.json", {"targets": tables, "single_op_failures": suspicious}, indent=1)
     allowed_path = run_dir / "allowed_ops.json"
-    _write_json(allowed_path, allowed)
+    write_json_atomic(allowed_path, allowed, indent=1)
     generator.allowed_path = allowed_path
     return allowed_path
 

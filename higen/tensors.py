@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from higen.files import replacing
+
 Tensors = dict[str, np.ndarray]
 
 
@@ -22,15 +24,8 @@ def scratch_dir(prefix: str = "higen-") -> Path:
 
 def save_tensors(path: str | os.PathLike, tensors: Tensors) -> None:
     """Write ``tensors`` to ``path`` (.npz) atomically: readers see the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **{name: np.asarray(value) for name, value in tensors.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{name: np.asarray(value) for name, value in tensors.items()})
 
 
 def load_tensors(path: str | os.PathLike) -> Tensors:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from higen.errors import HigenError
+
 #: Environment every worker gets: one thread per runtime, so workers do not fight over the cores.
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -53,7 +55,7 @@ class WorkerFailure(Exception):
         self.stage = stage  # the last stage the worker announced (see progress()) before it failed
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(HigenError, RuntimeError):
     """The worker's own set-up failed (a missing runtime, a device that is absent): not retried."""
 
     def __init__(self, message: str, log_tail: str = ""):

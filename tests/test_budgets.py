@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from higen.main import DEFAULT_BIG_EPOCHS
+from higen.cli.run import DEFAULT_BIG_EPOCHS
 
 FLAGS = ["--compiler", "ort", "--small-epochs", "1", "--max-nodes", "3", "--no-progress", "--no-support-probe",
          "--net-arch", "8", "--ppo-steps", "2", "--learning-starts", "2"]

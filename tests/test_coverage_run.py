@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from higen.coverage.cli import add_coverage_flags, coverage_settings_from_args
+from higen.cli.coverage import add_coverage_flags, coverage_settings_from_args
+from higen.cli.parsing import OneLineParser
+from higen.cli.plot import command_plot
 from higen.coverage.manager import CoverageSettings
-from higen.coverage.plot import command_plot
 from higen.engine import Engine, EngineSettings
+from higen.errors import UserError
 from higen.generation.config import GenConfig
-from higen.main import OneLineParser, UserError
 from higen.modes import normal_plan
 from higen.run_dir import RunLog
 

@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 import higen.main
 from higen.backends.base import Target
 from higen.campaign import make_progress, run_campaign
+from higen.campaign_state import Budget, CampaignState
 from higen.engine import Engine, EngineSettings
 from higen.generation.client import GENERATOR_TIMEOUT
 from higen.generation.config import GenConfig
@@ -23,6 +24,7 @@ from higen.generation.timeout import GenTimeout
 from higen.modes import Plan
 from higen.oracle import Verdict
 from higen.regenerate import case_digest
+from higen.rewards import RewardConfig
 from higen.run_dir import RunLog
 from higen.strategies import RandomStrategy
 
@@ -58,8 +60,8 @@ def test_regenerate_rebuilds_logged_tests_and_a_hang_is_a_finding(tmp_path):
     log = RunLog(run_dir / "training.log")
     with Engine(settings, run_dir) as engine, make_progress(Console(stderr=True), enabled=False) as progress:
         engine.start()
-        strategy = RandomStrategy(5, list(engine.generator.info["ops"]), GenConfig(max_nodes=5), small_epochs=3)
-        summary = run_campaign(engine, strategy, 6, 3, log, progress)
+        strategy = RandomStrategy(5, engine.ops(), GenConfig(max_nodes=5), small_epochs=3)
+        summary = run_campaign(CampaignState(engine, RewardConfig(), 3, Budget(2)), strategy, 6, log, progress)
         # a generation that overruns its limit: an invalid test with its own reason, counted
         engine.generator.timeout = GenTimeout(ceiling_s=0.0, min_samples=0)  # expired before any answer
         hung = engine.run_one(GenConfig(seed=7, max_nodes=5))
@@ -69,8 +71,19 @@ def test_regenerate_rebuilds_logged_tests_and_a_hang_is_a_finding(tmp_path):
         assert engine.run_one(GenConfig(seed=7, max_nodes=5)).valid  # the worker came back
     log.close()
     assert summary.tests == 6 and summary.generator_timeouts == 0
-    logged = {e["index"]: e for e in map(json.loads, (run_dir / "training.log").read_text().splitlines())
-              if e["event"] == "test"}
+    lines = [json.loads(line) for line in (run_dir / "training.log").read_text().splitlines()]
+    logged = {e["index"]: e for e in lines if e["event"] == "test"}
+    # the baseline books its tests in the RL's campaign state: per test its reward terms, per big epoch
+    # the RL's record (free dimensions, high-level reward terms, mean low-level reward)
+    epochs = [e for e in lines if e["event"] == "big_epoch"]
+    assert [(e["epoch"], e["tests"]) for e in epochs] == [(0, 3), (1, 3)]
+    for epoch in epochs:
+        tests = [logged[3 * epoch["epoch"] + k] for k in (1, 2, 3)]
+        assert epoch["free"] == tests[0]["free"] and epoch["configs"][0]["seed"] == tests[0]["seed"]
+        assert epoch["low_reward_mean"] == pytest.approx(sum(t["reward"]["total"] for t in tests) / 3, abs=1e-5)
+        assert epoch["high_reward"]["validity"] == pytest.approx(epoch["validity"])
+    tried_again = epochs[1]["free"] == epochs[0]["free"]
+    assert [e["high_reward"]["diversity"] for e in epochs] == pytest.approx([0.5, 0.5 / (1 + tried_again) ** 0.5])
     with_cases = [i for i, e in logged.items() if e["case"]]
     assert len(with_cases) >= 2, logged
     for index in with_cases[:2]:

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from higen.main import UserError, main
+from higen.errors import UserError
+from higen.main import main
 from higen.numerics.maximize import model_space, parse_ranges
 from higen.numerics.maxpair import PairEvaluator, PairPool, sides_for
 from higen.numerics.maxsearch import make_search, outputs_error, run_search, tensor_error

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from higen.errors import UserError
 from higen.generation.config import ConfigError, GenConfig
-from higen.main import UserError
 from higen.numerics.edge import FLOAT_CLASSES, INT_CLASSES, classes_present, edge_inputs, edge_tensor, edge_values
 from higen.numerics.inputs import edge_inputs_for_model, exec_inputs, with_inputs
 from higen.tensors import load_tensors

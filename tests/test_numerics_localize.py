@@ -10,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from higen.main import UserError
-from higen.numerics.localize import command_localize, localize_case
+from higen.cli.localize import command_localize
+from higen.errors import UserError
+from higen.numerics.localize import localize_case
 from higen.tensors import save_tensors
 
 from conftest import make_model
@@ -96,7 +97,7 @@ def test_pass_search_finds_fuse_relu_clip_on_onnx_runtime(relu_clip_case):
 def test_prefix_model_computes_one_intermediate_alone(uint8_case):
     import onnxruntime as ort
 
-    from higen.numerics.graph import prefix_model
+    from higen.graph import prefix_model
     from higen.tensors import load_tensors
 
     prefix = prefix_model(onnx.load(uint8_case / "model.onnx"), "q")

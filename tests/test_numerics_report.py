@@ -12,9 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from higen.backends.base import Target
 from higen.backends.pool import BackendPool
-from higen.main import UserError
-from higen.numerics.report import aggregate, command_numerics, markdown, read_jsonl
+from higen.cli.numerics import command_numerics
+from higen.errors import UserError
+from higen.numerics.report import markdown
 from higen.numerics.stats import NumericsRecorder, attribute_error, node_events, record_from_values, record_test
+from higen.numerics.summary import aggregate, read_jsonl
 from higen.tensors import save_tensors
 
 from conftest import make_model

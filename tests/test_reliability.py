@@ -42,11 +42,10 @@ def test_pool_survives_every_fault_and_keeps_serving(relu_add_case, tmp_path):
     # it waits for that worker (see test_memory_cap_is_enforced_while_another_worker_is_awaited).
     names = ["ort:cpu:O3", "fault:segfault", "fault:abort", "fault:oom", "fault:hang", "fault:garbage"]
     faulty = ["fault:segfault", "fault:abort", "fault:oom", "fault:hang"]
-    with BackendPool(targets(*names), tmp_path / "logs", timeout_s=FAULT_TIMEOUT_S,
-                     memory_limit_mb=FAULT_MEMORY_MB) as pool:
-        # the growing worker must meet its memory cap, not its deadline, however slowly a loaded machine
-        # hands out memory
-        pool.timeouts_by_target["fault:oom"] = 300
+    # the growing worker must meet its memory cap, not its deadline, however slowly a loaded machine
+    # hands out memory
+    with BackendPool(targets(*names), tmp_path / "logs", timeout_s=FAULT_TIMEOUT_S, memory_limit_mb=FAULT_MEMORY_MB,
+                     timeouts_by_target={"fault:oom": 300}) as pool:
         ort_pid = pool.workers["ort:cpu:O3"].proc.pid
         garbage_pid = pool.workers["fault:garbage"].proc.pid
         for round_ in (1, 2, 3):

@@ -1,4 +1,4 @@
-"""Action decoding (higen.envs.decoder) and the random baseline built on it: monotone, every value of
+"""Action decoding (higen.generation.decoder) and the random baseline built on it: monotone, every value of
 every dimension reachable, only free dimensions read. Pure functions, the real operator catalogue."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from higen.envs.decoder import DIMENSIONS, ActionDecoder, describe_config, dimension_mask, free_names
+from higen.generation.decoder import DIMENSIONS, ActionDecoder, describe_config, dimension_mask, free_names
 from higen.generation.config import DTYPES, METHODS, RANKS, GenConfig
 from higen.generation.nnsmith_build import CATALOGUE
 from higen.strategies import RandomStrategy

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from higen.campaign_state import Budget, CampaignState
 from higen.engine import Engine, EngineSettings
-from higen.envs.decoder import DIMENSIONS, ActionDecoder, dimension_mask
 from higen.envs.high import HighLevelEnv
 from higen.envs.low import CompilerFuzzEnv
-from higen.envs.state import Budget, FuzzState
 from higen.generation.config import GenConfig
+from higen.generation.decoder import DIMENSIONS, ActionDecoder, dimension_mask
 from higen.modes import normal_plan
 from higen.rewards import RewardConfig
 
@@ -29,9 +29,9 @@ def engine(tmp_path_factory):
 
 
 def make_envs(engine, small_epochs: int = 3) -> tuple[CompilerFuzzEnv, HighLevelEnv]:
-    decoder = ActionDecoder(engine.generator.info["ops"], BASE)
-    state = FuzzState(engine, decoder, RewardConfig(), small_epochs, Budget(big_epochs=10))
-    low = CompilerFuzzEnv(state)
+    decoder = ActionDecoder(engine.ops(), BASE)
+    state = CampaignState(engine, RewardConfig(), small_epochs, Budget(big_epochs=10))
+    low = CompilerFuzzEnv(state, decoder)
     return low, HighLevelEnv(low, horizon=10)
 
 

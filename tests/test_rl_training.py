@@ -135,14 +135,19 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
 
 
 def test_a_target_can_have_its_own_timeout(relu_add_case, tmp_path):
-    """The plumbing of ``--tvm-timeout``: the pool gives a target its own limit (here an impossible
-    one, on ONNX Runtime so that the test stays fast); the other target keeps the common one."""
+    """The plumbing of ``--tvm-timeout``: a target's own limit in the engine settings reaches an
+    engine's backend pool (a remote pipeline's through the wire); here an impossible one, on ONNX
+    Runtime so that the test stays fast. The other target keeps the common one."""
     from higen.backends.base import Target
-    from higen.backends.pool import BackendPool
+    from higen.engine import EngineSettings, local_workers
+    from higen.modes import Plan
+    from higen.scale.wire import settings_from_json, settings_to_json
 
     model, inputs = relu_add_case
-    with BackendPool([Target.parse("ort:cpu:O0"), Target.parse("ort:cpu:O3")], tmp_path / "logs", 60.0) as pool:
-        pool.timeouts_by_target["ort:cpu:O3"] = 1e-6
+    plan = Plan("normal", [Target.parse("ort:cpu:O0"), Target.parse("ort:cpu:O3")], [("ort:cpu:O0", "ort:cpu:O3")])
+    settings = EngineSettings(plan=plan, timeout_s=60.0, timeouts_by_target={"ort:cpu:O3": 1e-6})
+    assert settings_from_json(settings_to_json(settings, plan)).timeouts_by_target == {"ort:cpu:O3": 1e-6}
+    with local_workers(settings, tmp_path / "logs")[1] as pool:
         outcomes = pool.run(model, inputs, tmp_path)
     assert outcomes["ort:cpu:O0"].status == "ok"
     assert outcomes["ort:cpu:O3"].status == "timeout"

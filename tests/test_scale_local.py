@@ -125,6 +125,17 @@ def test_two_workers_rl_keeps_the_budget_and_repeats_its_decisions(tmp_path):
     assert decisions[0] == decisions[1]
 
 
+def test_two_workers_resume_where_the_run_stopped(tmp_path):
+    """A run on two pipelines resumed with a larger budget: the pipelines deliver the tests that follow
+    the logged ones (the first after the resume is not awaited under index 1)."""
+    args = ["--strategy", "random", "--compiler", "ort", "--max-nodes", 4, "--small-epochs", 3, "--workers", 2,
+            "--no-support-probe", "--run-root", tmp_path, "--no-session-subdir"]
+    run(*args, "--max-tests", 6)
+    run("--resume", tmp_path, "--max-tests", 9)
+    assert [t["index"] for t in events(tmp_path, "test")] == list(range(1, 10))
+    assert [e["epoch"] for e in events(tmp_path, "big_epoch")] == [0, 1, 2]
+
+
 def garbage_plan() -> Plan:
     """ONNX Runtime and a backend that returns wrong numbers: every test has a finding."""
     return Plan("diff", [Target.parse("ort:cpu:O3"), Target.parse("fault:garbage")],

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from higen.errors import UserError
+from higen.files import write_text_atomic
+
 FORMAT_VERSION = 1
 LATEST = "LATEST"
 KEEP = 2  # checkpoints kept (the newest ones)
@@ -29,7 +32,7 @@ COUNTERS = ("num_timesteps", "_n_updates", "_episode_num")
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No usable checkpoint; the message says where HiGen looked and what to do."""
 
 
@@ -115,9 +118,7 @@ def write_checkpoint(root: Path, tag: str, models: dict[str, Any], replay_buffer
     final = root / tag
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    pointer = root / f".{LATEST}.{os.getpid()}"
-    pointer.write_text(tag + "\n")
-    os.replace(pointer, root / LATEST)
+    write_text_atomic(root / LATEST, tag + "\n")
     older = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p != final)
     for stale in older[: max(0, len(older) - (KEEP - 1))]:
         shutil.rmtree(stale, ignore_errors=True)

@@ -24,13 +24,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
 from higen.agents import checkpoint as ckpt
-from higen.coverage.manager import STRUCTURE
-from higen.engine import Engine, TestResult
-from higen.envs.decoder import ActionDecoder
+from higen.campaign_state import Budget, CampaignState
+from higen.engine import TestResult
+from higen.engine_api import FuzzEngine
 from higen.envs.high import HighLevelEnv
 from higen.envs.low import CompilerFuzzEnv
-from higen.envs.state import Budget, FuzzState
 from higen.generation.config import GenConfig
+from higen.generation.decoder import ActionDecoder
 from higen.rewards import RewardConfig, Terms
 from higen.run_dir import LogHistory, RunLog
 
@@ -73,7 +73,7 @@ class TrainSummary:
 class _StopTests(BaseCallback):
     """SAC: end the big epoch early when the run's test or time budget is spent."""
 
-    def __init__(self, state: FuzzState):
+    def __init__(self, state: CampaignState):
         super().__init__()
         self.state = state
 
@@ -121,24 +121,24 @@ def _interrupts_held() -> Iterator[list[int]]:
 
 
 class HierarchicalTrainer:
-    def __init__(self, engine: Engine, run_dir: Path, settings: AgentSettings, rewards: RewardConfig,
+    def __init__(self, engine: FuzzEngine, run_dir: Path, settings: AgentSettings, rewards: RewardConfig,
                  budget: Budget, base: GenConfig, log: RunLog | None = None,
                  context: dict[str, Any] | None = None):
         torch.set_num_threads(1)
         self.engine, self.run_dir, self.settings, self.log = engine, Path(run_dir), settings, log
         self.context = context or {}  # recorded in checkpoints (e.g. the command line), for resume
-        self.decoder = ActionDecoder(engine.generator.info["ops"], base)
-        self.state = FuzzState(engine, self.decoder, rewards, settings.small_epochs, budget, settings.window)
+        self.decoder = ActionDecoder(engine.ops(), base)
+        self.state = CampaignState(engine, rewards, settings.small_epochs, budget, settings.window)
         #: called after every test with its result and reward terms (logging, progress display)
         self.on_test: Callable[[TestResult, Terms], None] | None = None
         self.state.on_test = self._test_done
         if engine.workers > 1:  # one sub-env per pipeline (higen.scale.vecenv)
             from higen.scale.vecenv import FlatReplayBuffer, ParallelFuzzEnv
 
-            self.low = ParallelFuzzEnv(self.state, engine.workers)
+            self.low = ParallelFuzzEnv(self.state, self.decoder, engine.workers)
             buffer = {"replay_buffer_class": FlatReplayBuffer}
         else:
-            self.low, buffer = CompilerFuzzEnv(self.state), {}
+            self.low, buffer = CompilerFuzzEnv(self.state, self.decoder), {}
         self.high = HighLevelEnv(self.low, horizon=budget.big_epochs, run_epoch=self._low_epoch)
         policy = {"net_arch": list(settings.net_arch)}
         self.ppo = PPO("MlpPolicy", self.high, n_steps=settings.ppo_n_steps, batch_size=settings.ppo_n_steps,
@@ -152,7 +152,7 @@ class HierarchicalTrainer:
         self.ppo.set_logger(configure(str(tb / "ppo_high"), ["tensorboard"]))
         self.sac.set_logger(configure(str(tb / "sac_low"), ["tensorboard"]))
         self.tb = configure(str(tb / "higen"), ["tensorboard"])
-        self.state.while_generating = self._sac_update
+        self.low.while_generating = self._sac_update
         self._stop_tests = _StopTests(self.state)
         self.summary = TrainSummary()
 
@@ -216,8 +216,7 @@ class HierarchicalTrainer:
     def save(self, reason: str) -> Path:
         tag = f"ckpt-{self.state.big_epochs:06d}-{self.state.tests:09d}"
         data = {"reason": reason, "context": self.context, "settings": self.settings.to_json(),
-                "rewards": self.state.rewards.to_json(), "budget": asdict(self.state.budget),
-                "state": self.state.to_json(),
+                **self.state.checkpoint_data(),
                 "models": {"ppo_high": ckpt.model_counters(self.ppo), "sac_low": ckpt.model_counters(self.sac)},
                 "rng": {"global": ckpt.global_rng_states(),
                         "low_env": ckpt.generator_state(self.low.np_random),
@@ -237,11 +236,7 @@ class HierarchicalTrainer:
         """Continue from checkpoint ``folder`` (its run_state.json already read into ``data``); with
         ``history``, also past the tests the run logged after it (their count and time; their tokens
         from the engine's coverage union, which the caller has resumed)."""
-        if history is None:
-            self.state.restore(data["state"])
-        else:
-            self.state.restore(data["state"], history.tests, history.elapsed_s,
-                               self.engine.coverage.union.get(STRUCTURE, set()))
+        self.state.restore(data["state"], history)
         for name, model in (("ppo_high", self.ppo), ("sac_low", self.sac)):
             ckpt.load_model_weights(model, folder / f"{name}.zip", data["models"][name])
         buffer = folder / "replay_buffer.npz"

@@ -12,16 +12,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from higen.errors import HigenError
 from higen.tensors import Tensors
 
 REFERENCE = "torch:cpu"  # NNSmith's PyTorch oracle, computed by the generator worker
 
 
-class BackendMissing(RuntimeError):
+class BackendMissing(HigenError, RuntimeError):
     """The runtime is not installed; the message says what to install."""
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(HigenError, RuntimeError):
     """The runtime is installed but the requested device is absent; it is never replaced by another."""
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from higen.graph import copy_model, inferred_types
+
 ENV = "HIGEN_DEFECTS"
 FACTOR = 1.0625
 
@@ -35,10 +37,8 @@ def defects_for(target: str, spec: str | None = None) -> set[str]:
 
 def inject(model: onnx.ModelProto, ops: set[str]) -> onnx.ModelProto:
     """A copy of ``model`` whose ``ops`` nodes give wrong results (module doc)."""
-    typed = onnx.shape_inference.infer_shapes(model)
-    elem = {v.name: v.type.tensor_type.elem_type for v in (*typed.graph.value_info, *typed.graph.output)}
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
+    elem = {name: value.type.tensor_type.elem_type for name, value in inferred_types(model).items()}
+    result = copy_model(model)
     del result.graph.node[:]
     for index, node in enumerate(model.graph.node):
         if node.op_type not in {op.split("@")[0] for op in ops} or not node.output or node.output[0] not in elem:

@@ -25,10 +25,11 @@ class BackendPool:
 
     def __init__(self, targets: list[Target], log_dir: Path, timeout_s: float = 60.0,
                  memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, start_timeout_s: float = 180.0,
-                 recycle_after: int = DEFAULT_RECYCLE_AFTER):
+                 recycle_after: int = DEFAULT_RECYCLE_AFTER, timeouts_by_target: dict[str, float] | None = None):
         self.targets = list(targets)
         self.timeout_s = timeout_s
-        self.timeouts_by_target: dict[str, float] = {}  # target name -> its own limit (e.g. --tvm-timeout)
+        #: target name -> its own limit instead of ``timeout_s`` (``EngineSettings.timeouts_by_target``, --tvm-timeout)
+        self.timeouts_by_target: dict[str, float] = dict(timeouts_by_target or {})
         self.collect_coverage = False  # ask workers for coverage (see higen.coverage); set by the engine
         self.workers = {
             target.name: WorkerProcess(

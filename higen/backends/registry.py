@@ -1,4 +1,5 @@
-"""Which runtimes HiGen knows, how to tell whether they are installed, and how to build a backend."""
+"""Which runtimes HiGen knows and how to tell whether they are installed (a worker builds a backend
+with :func:`higen.backends.serve.create_backend`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from higen.backends.base import Backend, BackendMissing, Target
+from higen.backends.base import BackendMissing
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,3 @@ def require_installed(key: str) -> RuntimeInfo:
     if importlib.util.find_spec(info.package) is None:
         raise BackendMissing(f"{info.title} is not installed: run `{info.install}` or leave it out")
     return info
-
-
-def create_backend(target: Target) -> Backend:
-    """Import the runtime module and build its backend for ``target`` (inside a worker). A target
-    pinned to a release (``ort@1.20.1``) first checks that this release is the one imported."""
-    if target.version:
-        from higen.runtimes import verify_loaded
-
-        info = runtime_info(target.runtime)
-        verify_loaded(target)
-    else:
-        info = require_installed(target.runtime)
-    module = importlib.import_module(info.module)
-    return module.create(target)

@@ -12,6 +12,7 @@ several input files in one request instead of ``inputs``/``outputs``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -20,11 +21,23 @@ from typing import Any
 
 from higen.backends.base import Backend, Target, Unsupported
 from higen.backends.defects import with_defects
-from higen.backends.registry import create_backend
+from higen.backends.registry import require_installed, runtime_info
 from higen.coverage.worker import from_env as worker_coverage
 from higen.runtimes import verify_loaded
 from higen.tensors import load_tensors, save_tensors
 from higen.workers import progress, serve
+
+
+def create_backend(target: Target) -> Backend:
+    """Import the runtime module and build its backend for ``target`` (inside a worker). A target
+    pinned to a release (``ort@1.20.1``) first checks that this release is the one imported."""
+    if target.version:
+        info = runtime_info(target.runtime)
+        verify_loaded(target)
+    else:
+        info = require_installed(target.runtime)
+    module = importlib.import_module(info.module)
+    return module.create(target)
 
 
 class CompileCache:

@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from higen.backends.base import REFERENCE
+from higen.graph import ancestor_ops, inferred_types, producer_nodes, upstream_tensors
 from higen.oracle import DEFAULT_TOLERANCES, EXACT, Tolerance, Verdict, compare_tensors
 from higen.tensors import Tensors
 
@@ -44,7 +45,7 @@ NOISE = {"rounding-boundary": "integer-valued outputs differ by exactly 1 after 
 
 def producer_context(model: onnx.ModelProto, output: str) -> dict[str, Any]:
     """The op producing ``output`` and, per input, the op type feeding it (``input``/``const``)."""
-    made_by = {out: node for node in model.graph.node for out in node.output if out}
+    made_by = producer_nodes(model)
     constants = {init.name for init in model.graph.initializer}
     node = made_by.get(output)
     if node is None:
@@ -58,39 +59,13 @@ def producer_context(model: onnx.ModelProto, output: str) -> dict[str, Any]:
     return {"op": node.op_type, "inputs": feeds}
 
 
-def ancestor_ops(model: onnx.ModelProto, output: str) -> set[str]:
-    """Op types of every node ``output`` depends on (its producer included)."""
-    made_by = {out: node for node in model.graph.node for out in node.output if out}
-    seen, todo, ops = set(), [output], set()
-    while todo:
-        node = made_by.get(todo.pop())
-        if node is not None and id(node) not in seen:
-            seen.add(id(node))
-            ops.add(node.op_type)
-            todo.extend(name for name in node.input if name)
-    return ops
-
-
 def narrowest_upstream(model: onnx.ModelProto, output: str, precision: str) -> str | None:
     """The narrowest float dtype among the tensors ``output`` is computed from, when it is narrower
     than ``precision`` (the dtype the comparison used): a float64 output computed from float16 values
     can only be as exact as float16, whatever its own type says."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.input, *inferred.graph.value_info,
-                                                            *inferred.graph.output)}
+    types = {name: value.type.tensor_type.elem_type for name, value in inferred_types(model).items()}
     types.update({init.name: init.data_type for init in model.graph.initializer})
-    made_by = {out: node for node in model.graph.node for out in node.output if out}
-    seen, todo, widths = set(), [output], set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        code = types.get(name)
-        if code in FLOAT_CODES:
-            widths.add(FLOAT_CODES[code])
-        if name in made_by:
-            todo.extend(n for n in made_by[name].input if n)
+    widths = {FLOAT_CODES[types[name]] for name in upstream_tensors(model, output) if types.get(name) in FLOAT_CODES}
     narrow = min(widths, key=lambda d: np.finfo(d).bits, default=None)
     return narrow if narrow and precision in FLOAT_CODES.values() and \
         np.finfo(narrow).bits < np.finfo(precision).bits else None

@@ -26,8 +26,8 @@ from higen.bugs.analysis import analyze_mismatch, nonfinite
 from higen.bugs.nodecheck import check_node, evaluate
 from higen.bugs.rootcause import attribute_class
 from higen.bugs.standalone import write_case_extras
-from higen.numerics.graph import constant_values, data_dependent, expose_intermediates, prefix_model
-from higen.numerics.localize import ancestors, first_divergence
+from higen.graph import ancestors, constant_values, data_dependent, expose_intermediates, node_name, prefix_model
+from higen.numerics.localize import first_divergence
 from higen.oracle import Tolerance
 from higen.tensors import Tensors, load_tensors
 from higen.workers import serve
@@ -100,7 +100,7 @@ def locate(request: dict[str, Any]) -> dict[str, Any]:
     tolerances = _narrowed(_tolerances(request.get("tolerances")), request.get("precision") or {}, targets)
     per_target = {t: all_values(model, inputs, load_tensors(p)) for t, p in request["intermediates"].items()}
     wanted = ancestors(model, request.get("output"))
-    by_name = {node.name or f"{node.op_type}_{i}": node for i, node in enumerate(model.graph.node)}
+    by_name = {node_name(node, i): node for i, node in enumerate(model.graph.node)}
     if len(targets) == 2:
         a, b = targets
         first, diverging = first_divergence(model, per_target[a], per_target[b], a, b, wanted, tolerances,
@@ -112,7 +112,7 @@ def locate(request: dict[str, Any]) -> dict[str, Any]:
                 "check": _check(node, model, per_target, tolerances)}
     (target,) = targets
     for index, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{index}"
+        name = node_name(node, index)
         if name not in wanted or node.op_type == "Constant":
             continue
         verdict = _check(node, model, {target: per_target[target]}, tolerances)
@@ -154,7 +154,7 @@ def ancestor_tensors(request: dict[str, Any]) -> dict[str, Any]:
     model = onnx.load(request["model"])
     wanted, live = ancestors(model, request.get("output")), data_dependent(model)
     tensors = [node.output[0] for i, node in enumerate(model.graph.node)
-               if (node.name or f"{node.op_type}_{i}") in wanted and node.output and node.output[0] in live]
+               if node_name(node, i) in wanted and node.output and node.output[0] in live]
     return {"status": "ok", "tensors": tensors[:int(request.get("limit", len(tensors)))]}
 
 

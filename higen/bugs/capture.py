@@ -13,16 +13,17 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 
 from higen import __version__
-from higen.backends.base import REFERENCE, Target
+from higen.backends.base import Target
 from higen.backends.pool import BackendPool
-from higen.bugs.case import producers
 from higen.bugs.locate import Analyst, Identifier
 from higen.bugs.store import BugStore
+from higen.execute import execute
 from higen.generation.config import GenConfig
 from higen.generation.tokens import graph_tokens
+from higen.graph import producers
 from higen.modes import diff_pairs
-from higen.oracle import Judgement, Tolerance, judge
-from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+from higen.oracle import Judgement, Tolerance
+from higen.tensors import Tensors, save_tensors, scratch_dir
 from higen.testcase import TestCase
 from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
@@ -50,23 +51,21 @@ def capture(model: onnx.ModelProto, inputs: Tensors, targets: list[str], store: 
         save_tensors(test.inputs_path, inputs)
         save_tensors(test.reference_path, reference if reference is not None else reference_outputs(model, inputs))
         analyst = Analyst(work / "logs", timeout_s, memory_limit_mb)
-        with BackendPool([Target.parse(t) for t in targets], work / "logs", timeout_s, memory_limit_mb) as pool:
-            outcomes = pool.run(test.model_path, test.inputs_path, test.directory)
-            described = pool.describe()
-            outputs = {name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok}
-            outputs[REFERENCE] = load_tensors(test.reference_path)
-            judgement = judge(outcomes, outputs, pairs, test.producers, tolerances, pool.internal_precision(),
-                              nan_policy)
-            try:
-                Identifier(pool, analyst, tolerances, nan_policy).identify(test, judgement, outcomes, outputs)
-            finally:
-                analyst.close()
+        try:
+            with BackendPool([Target.parse(t) for t in targets], work / "logs", timeout_s, memory_limit_mb) as pool:
+                execution = execute(pool, test, test.directory, pairs=pairs, tolerances=tolerances,
+                                    nan_policy=nan_policy, reference=test.reference_path,
+                                    identifier=Identifier(pool, analyst, tolerances, nan_policy))
+                described = pool.describe()
+        finally:
+            analyst.close()
+        judgement = execution.judgement
         case = None
         if judgement.findings:
             metadata = {"versions": {"higen": __version__, "targets": described}, "mode": "capture",
                         "oracle": {"pairs": pairs, "nan_policy": nan_policy,
                                    "tolerances": {k: vars(v) for k, v in tolerances.items()}}}
-            case = store.record(test, judgement, outcomes, metadata).case
+            case = store.record(test, judgement, execution.outcomes, metadata).case
         return judgement, case
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from higen.backends.base import REFERENCE
+from higen.errors import UserError
 from higen.modes import diff_pairs
 from higen.oracle import Tolerance
 from higen.tensors import Tensors, load_tensors
+from higen.testcase import ModelFiles
 
 #: Version of the case layout written by :class:`higen.bugs.store.BugStore`; readers accept 1..this.
 FORMAT_VERSION = 2
@@ -27,7 +28,7 @@ REQUIRED_KEYS = ("format_version", "verdict", "signature", "findings", "outcomes
 REFERENCE_FILE = f"outputs/{REFERENCE.replace(':', '_')}.npz"
 
 
-class CaseError(Exception):
+class CaseError(UserError):
     """A case folder that cannot be used; the message is one line that names the folder."""
 
 
@@ -96,27 +97,18 @@ def load_outputs(directory: Path, meta: dict[str, Any]) -> dict[str, Tensors]:
     return outputs
 
 
-def producers(model: onnx.ModelProto) -> dict[str, str]:
-    """Value name -> op type of the node producing it (what the oracle names in a mismatch signature)."""
-    return {out: node.op_type for node in model.graph.node for out in node.output if out}
-
-
 @dataclass
-class BugCase:
+class BugCase(ModelFiles):
     path: Path
     meta: dict[str, Any]
 
     @property
-    def model_path(self) -> Path:
-        return self.path / "model.onnx"
+    def directory(self) -> Path:
+        return self.path
 
     @property
-    def inputs_path(self) -> Path:
-        return self.path / "inputs.npz"
-
-    @property
-    def reference_path(self) -> Path:
-        return self.path / self.meta.get("reference_file", REFERENCE_FILE)
+    def reference_file(self) -> str:
+        return self.meta.get("reference_file", REFERENCE_FILE)
 
     @property
     def signature(self) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from higen.errors import UserError
+
 DEFAULT_PATH = Path(__file__).with_name("known_issues.toml")
 FORMAT_VERSION = 1
 #: Target prefix (``ort:cpu:O3``) -> runtime name used in the file and in meta.json's versions.
@@ -26,7 +28,7 @@ _TEXT_FIELDS = ("id", "runtime", "title", "url", "status", "message", "notes")
 _COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*([0-9][0-9A-Za-z.+-]*)\s*$")
 
 
-class KnownIssuesError(Exception):
+class KnownIssuesError(UserError):
     """A known-issues file that cannot be used; the message is one line naming the file."""
 
 

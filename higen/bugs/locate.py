@@ -1,6 +1,6 @@
 """Root causes at campaign time: for every finding of a test, where it comes from and whether it is noise.
 
-Runs in the pipeline right after the oracle (``higen.engine.execute``), only for tests with
+Runs in the pipeline right after the oracle (``higen.execute.execute``), only for tests with
 findings (1-2% of them). The pipeline's own backend workers run the model again with its
 intermediates exposed; the analyst worker (:mod:`higen.bugs.analyst_serve`) does all computing on the
 model and its tensors. So the driver process only moves file paths, and every step is bounded by

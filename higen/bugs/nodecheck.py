@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
+from higen.graph import array_info
 from higen.oracle import DEFAULT_TOLERANCES, EXACT, Tolerance
 
 DISCRETE_OPS = {"Floor", "Ceil", "Round", "Sign", "ArgMax", "ArgMin", "Greater", "Less", "Equal",
@@ -53,11 +54,6 @@ class NodeVerdict:
     note: str = ""
 
 
-def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    return onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
-                                              list(value.shape))
-
-
 def evaluate(node: onnx.NodeProto, opsets, inputs: list[np.ndarray | None], widen: bool) -> list[np.ndarray]:
     """``node``'s outputs on ``inputs`` by ONNX's reference implementation (float operands in
     float64 when ``widen``); raises when the reference cannot evaluate it."""
@@ -70,7 +66,7 @@ def evaluate(node: onnx.NodeProto, opsets, inputs: list[np.ndarray | None], wide
         if widen and value.dtype.kind == "f":
             value = value.astype(WIDE)
         feeds[local] = value
-        graph_inputs.append(_value_info(local, value))
+        graph_inputs.append(array_info(local, value))
         names.append(local)
     clone = onnx.NodeProto()
     clone.CopyFrom(node)

@@ -1,4 +1,5 @@
-"""``higen reduce CASE``: shrink a bug case's model to a small graph that still gives the same signature.
+"""``higen reduce CASE`` (the command is :mod:`higen.cli.reduce`): shrink a bug case's model to a
+small graph that still gives the same signature.
 
 1. Every value of the original model is computed once by ``onnx.reference`` (by ONNX Runtime at O0,
    in a worker, when the reference evaluator cannot run the model).
@@ -22,7 +23,6 @@ counts before and after, repro.py); the original case is left untouched. Exit st
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -33,20 +33,21 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
-from rich.console import Console
 
 from higen import __version__
 from higen.backends.base import REFERENCE, Target
 from higen.backends.pool import BackendPool
 from higen.bugs.analysis import analyze_mismatch
 from higen.bugs.case import FORMAT_VERSION, BugCase, file_name
-from higen.bugs.repro import Trial, run_and_judge, user_case
 from higen.bugs.rootcause import graph_form
-from higen.bugs.standalone import write_case_extras
-from higen.bugs.store import outcome_json, write_json_atomic
+from higen.bugs.store import outcome_json, write_meta
+from higen.execute import Execution, execute
+from higen.generation.config import GenConfig
+from higen.graph import array_info, cone, constant_names, inferred_types, node_name, producers, submodel
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
+from higen.testcase import TestCase
 from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
 FAILURES = ("crash", "error", "timeout")
@@ -55,32 +56,18 @@ REDUCED = "reduced"
 REDUCED_REFERENCE = "outputs/reference.npz"
 
 
-def constant_values(model: onnx.ModelProto) -> set[str]:
-    """Values that do not depend on any graph input (compile-time constants of the original)."""
-    inputs = {value.name for value in model.graph.input}
-    constant = {init.name for init in model.graph.initializer if init.name not in inputs}
-    for node in model.graph.node:
-        feeds = [name for name in node.input if name]
-        if node.op_type == "Constant" or (feeds and all(name in constant for name in feeds)):
-            constant.update(name for name in node.output if name)
-    return constant
-
-
 def _declared_types(model: onnx.ModelProto) -> dict[str, np.dtype]:
     try:
-        inferred = shape_inference.infer_shapes(model)
+        inferred = inferred_types(model)
     except Exception:  # inference is only a dtype cross-check here
         return {}
-    types = {}
-    for value in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
-        elem = value.type.tensor_type.elem_type
-        if elem:
-            types[value.name] = helper.tensor_dtype_to_np_dtype(elem)
-    return types
+    return {name: helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            for name, value in inferred.items() if value.type.tensor_type.elem_type}
 
 
-def evaluate_all(model: onnx.ModelProto, inputs: Tensors, work: Path, timeout_s: float) -> tuple[Tensors, str]:
-    """Every value of ``model`` on ``inputs`` (graph inputs included), and which evaluator made them."""
+def evaluate_all(model: onnx.ModelProto, inputs: Tensors, work: Path, pool: BackendPool) -> tuple[Tensors, str]:
+    """Every value of ``model`` on ``inputs`` (graph inputs included), and which evaluator made them;
+    ``pool``: the reduction's workers (its stand-in target, when it has one, computes them)."""
     names = [out for node in model.graph.node for out in node.output if out]
     types = _declared_types(model)
     try:
@@ -88,7 +75,7 @@ def evaluate_all(model: onnx.ModelProto, inputs: Tensors, work: Path, timeout_s:
         values, source = dict(zip(names, results)), "onnx.reference"
     except Exception:  # the reference evaluator lacks an op or a dtype: ONNX Runtime O0 in a worker
         try:
-            values, source = _evaluate_with_ort(model, inputs, names, types, work, timeout_s), STAND_IN
+            values, source = _evaluate_with_ort(model, inputs, names, types, work, pool), STAND_IN
         except RuntimeError:  # no intermediate values: only nodes nobody downstream needs can go
             values, source = {}, "none"
     fixed = {}
@@ -99,7 +86,7 @@ def evaluate_all(model: onnx.ModelProto, inputs: Tensors, work: Path, timeout_s:
 
 
 def _evaluate_with_ort(model: onnx.ModelProto, inputs: Tensors, names: list[str], types: dict[str, np.dtype],
-                       work: Path, timeout_s: float) -> Tensors:
+                       work: Path, pool: BackendPool) -> Tensors:
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     present = {value.name for value in exposed.graph.output}
@@ -111,15 +98,14 @@ def _evaluate_with_ort(model: onnx.ModelProto, inputs: Tensors, names: list[str]
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(exposed, directory / "model.onnx")
     save_tensors(directory / "inputs.npz", inputs)
-    with BackendPool([Target.parse(STAND_IN)], work / "logs", timeout_s) as pool:
-        outcome = pool.run(directory / "model.onnx", directory / "inputs.npz", directory)[STAND_IN]
+    if STAND_IN in pool.workers:  # the finding's own unoptimized ORT: no second worker
+        outcome = pool.run(directory / "model.onnx", directory / "inputs.npz", directory, only=[STAND_IN])[STAND_IN]
+    else:  # started only now: onnx.reference computes the values of almost every model
+        with BackendPool([Target.parse(STAND_IN)], work / "logs", pool.timeout_s) as own:
+            outcome = own.run(directory / "model.onnx", directory / "inputs.npz", directory)[STAND_IN]
     if not outcome.ok:
         raise RuntimeError(f"neither onnx.reference nor {STAND_IN} computes the model's values: {outcome.message[:200]}")
     return load_tensors(outcome.outputs_path)
-
-
-def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
 
 
 def _split(items: list[int], parts: int) -> list[list[int]]:
@@ -142,7 +128,7 @@ def focus_on_root_cause(finding: dict[str, Any], nodes: list[onnx.NodeProto], va
     there, in the same way", i.e. the same root cause, whichever graph output showed it first.
     Other findings keep their own output and signature."""
     cause = finding.get("root_cause") or {}
-    names = {node.name or f"{node.op_type}_{i}": node for i, node in enumerate(nodes)}
+    names = {node_name(node, i): node for i, node in enumerate(nodes)}
     node = names.get(cause.get("node", ""))
     if node is None or not node.output or node.output[0] not in values or cause.get("kind") not in KIND_VERDICTS:
         return finding
@@ -158,7 +144,7 @@ class Candidate:
     model: onnx.ModelProto
     feeds: Tensors
     directory: Path
-    trial: Trial
+    trial: Execution
     reference: Tensors | None = None  # expected outputs, when the finding compares with PyTorch
     reference_source: str = ""
 
@@ -182,7 +168,7 @@ class Reducer:
     """Delta debugging over the nodes of one case's model, judged on the real targets."""
 
     def __init__(self, case: BugCase, pool: BackendPool, work: Path, signature: str | None = None,
-                 max_candidates: int = 500, timeout_s: float = 30.0, budget_s: float = math.inf):
+                 max_candidates: int = 500, budget_s: float = math.inf):
         self.case = case
         self.finding = case.finding(signature)
         self.mismatch = self.finding["verdict"] not in FAILURES
@@ -198,8 +184,8 @@ class Reducer:
         self.weights = {init.name: init for init in self.model.graph.initializer if init.name not in graph_inputs}
         self.graph_inputs = graph_inputs - set(self.weights)
         self.recorded = load_tensors(case.reference_path)
-        self.constant = constant_values(self.model)
-        self.values, self.source = evaluate_all(self.model, load_tensors(case.inputs_path), work, timeout_s)
+        self.constant = constant_names(self.model)
+        self.values, self.source = evaluate_all(self.model, load_tensors(case.inputs_path), work, pool)
         if self.mismatch:
             self.finding = focus_on_root_cause(self.finding, self.nodes, self.values)
         self.signature = self.finding["signature"]
@@ -231,12 +217,10 @@ class Reducer:
             elif name in self.constant:
                 weights.append(numpy_helper.from_array(self.values[name], name))
             else:
-                inputs.append(_value_info(name, self.values[name]))
+                inputs.append(array_info(name, self.values[name]))
                 feeds[name] = self.values[name]
-        graph = helper.make_graph(nodes, self.model.graph.name or "reduced", inputs,
-                                  [_value_info(out, self.values[out]) for out in outputs], weights)
-        model = helper.make_model(graph, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version,
-                                  producer_name="higen-reduce")
+        model = submodel(self.model, nodes, inputs, [array_info(out, self.values[out]) for out in outputs], weights,
+                         self.model.graph.name or "reduced", "higen-reduce")
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception:  # the checker or shape inference rejects the candidate: not a valid test
@@ -259,8 +243,9 @@ class Reducer:
             onnx.save(model, directory / "model.onnx")
             save_tensors(directory / "inputs.npz", feeds)
             reference, source = self.reference_for(model, feeds) if self.needs_reference else (None, "")
-            trial = run_and_judge(self.pool, directory / "model.onnx", directory / "inputs.npz", directory,
-                                  self.targets, reference, self.pairs, self.case.tolerances, self.case.nan_policy)
+            trial = execute(self.pool, TestCase(GenConfig(), directory, producers=producers(model)), directory,
+                            self.targets, pairs=self.pairs, tolerances=self.case.tolerances,
+                            nan_policy=self.case.nan_policy, reference=reference)
             verdict = self.signature in trial.signatures
             if verdict and (self.best is None or len(key) <= len(self.best.keep)):
                 if self.best is not None:
@@ -281,27 +266,16 @@ class Reducer:
         return {name: self.values[name] for name in names}, f"{self.source} (stands in for {REFERENCE})"
 
     # -- the search ------------------------------------------------------------------------------
-    def cone(self, output: str) -> list[int]:
-        """Indices of the nodes ``output`` depends on."""
-        made_by = {out: index for index, node in enumerate(self.nodes) for out in node.output if out}
-        todo, cone = [output], set()
-        while todo:
-            index = made_by.get(todo.pop())
-            if index is not None and index not in cone:
-                cone.add(index)
-                todo.extend(name for name in self.nodes[index].input if name)
-        return sorted(cone)
-
     def cut(self, steps: list[str]) -> list[int] | None:
         """The failing part of the graph, or None when even the whole model does not reproduce."""
         if self.mismatch:
-            part = self.cone(self.finding["output"])
+            part = cone(self.model, [self.finding["output"]])
             steps.append(f"cut to output {self.finding['output']}: {len(part)} nodes")
             return part if self.reproduces(part) else None
         everything = list(range(len(self.nodes)))
         if not self.reproduces(everything):
             return None
-        for part in sorted((self.cone(out) for out in self.outputs), key=len):
+        for part in sorted((cone(self.model, [out]) for out in self.outputs), key=len):
             if len(part) < len(everything) and self.reproduces(part):
                 steps.append(f"cut to one output's cone: {len(part)} nodes")
                 return part
@@ -375,8 +349,7 @@ def write_reduced(case: BugCase, reducer: Reducer, result: Reduction) -> Path:
         "oracle": {**case.meta.get("oracle", {}), "pairs": [list(p) for p in reducer.pairs]},
         "inputs_nonfinite": any(v.dtype.kind == "f" and not np.isfinite(v).all() for v in best.feeds.values()),
     }
-    write_case_extras(staging, meta)
-    write_json_atomic(staging / "meta.json", meta)
+    write_meta(staging, meta)
     final = case.path / REDUCED
     if final.exists():
         old = case.path / f".tmp-{REDUCED}-old-{os.getpid()}"
@@ -395,45 +368,9 @@ def reduce_case(case: BugCase, signature: str | None = None, timeout_s: float = 
         finding = case.finding(signature)
         targets = [Target.parse(t) for t in finding["targets"] if t != REFERENCE]
         with BackendPool(targets, work / "logs", timeout_s, memory_limit_mb) as pool:
-            reducer = Reducer(case, pool, work, signature, max_candidates, timeout_s, budget_s)
+            reducer = Reducer(case, pool, work, signature, max_candidates, budget_s)
             result = reducer.run()
             folder = write_reduced(case, reducer, result) if result.reproduced and result.best else None
         return result, folder
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def command_reduce(argv: list[str]) -> int:
-    from higen.main import OneLineParser, UserError
-
-    parser = OneLineParser(prog="higen reduce", description="Shrink a bug case's model, keeping its signature.")
-    parser.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>)")
-    parser.add_argument("--signature", help="which of the case's findings to keep (default: the case's own)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per candidate and target")
-    parser.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
-    parser.add_argument("--max-candidates", type=int, default=500, help="candidate models tried at most")
-    parser.add_argument("--budget", type=float, default=math.inf, help="seconds the search may take (best so far is kept)")
-    parser.add_argument("--json", type=Path, help="also write the result as JSON")
-    args = parser.parse_args(argv)
-    case = user_case(args.case)
-    if args.signature and args.signature not in {f["signature"] for f in case.meta["findings"]}:
-        raise UserError(f"{args.case} has no finding with signature {args.signature!r} (see its meta.json)")
-    console = Console()
-    result, folder = reduce_case(case, args.signature, args.timeout, args.memory_limit_mb, args.max_candidates,
-                                 args.budget)
-    signature = args.signature or case.signature
-    summary = {"case": str(case.path), "signature": signature, "reproduced": result.reproduced,
-               "nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
-               "form": graph_form(result.best.model) if folder else "",
-               "candidates": result.tried, "seconds": round(result.seconds, 2), "reduced": str(folder or "")}
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    if folder is None:
-        console.print(f"[yellow]{case.path}: the signature does not reproduce here with the installed "
-                      f"runtimes; nothing written[/yellow]\n  {signature}", soft_wrap=True)
-        return 1
-    ops = ", ".join(node.op_type for node in result.best.model.graph.node)
-    console.print(f"{case.path}: {result.nodes_before} -> {result.nodes_after} nodes ({ops}), same signature, "
-                  f"{result.tried} candidates in {result.seconds:.1f} s\n  {signature}\n  written to {folder}",
-                  soft_wrap=True)
-    return 0

@@ -1,4 +1,5 @@
-"""``higen report CASE``: a bug report as the runtime's tracker asks for it, in Markdown.
+"""``higen report CASE`` (the command is :mod:`higen.cli.report`): a bug report as the runtime's
+tracker asks for it, in Markdown.
 
 The report is built from the case folder only (meta.json, the saved tensors, ``reduced/`` and
 ``localization.json`` when they exist): title, what goes wrong, the versions, a standalone script
@@ -25,9 +26,8 @@ import onnx
 
 from higen.backends.base import REFERENCE
 from higen.bugs.case import BugCase, CaseError, load_case, load_outputs
-from higen.bugs.known_issues import (RUNTIMES, KnownIssue, KnownIssuesError, load_known, match_known,
-                                     signature_fields)
-from higen.bugs.report_script import PACKAGES, ReportError, ablation_sets, runtime_of, script
+from higen.bugs.known_issues import RUNTIMES, KnownIssue, match_known, signature_fields
+from higen.bugs.report_script import PACKAGES, ReportError, Subject, ablation_sets, runtime_of, script
 from higen.bugs.standalone import FAILURES, FOLDED_MODEL
 from higen.oracle import Verdict, compare_tensors, first_meaningful_line
 
@@ -41,19 +41,6 @@ LEVELS = {"ort": {"O0": "ORT_DISABLE_ALL", "O3": "ORT_ENABLE_ALL"},
 
 
 # -- the case: which graph, which finding, who is blamed ----------------------------------------
-@dataclass
-class Subject:
-    """What the report is about: the case whose graph the repro rebuilds, its finding and the sides."""
-
-    case: BugCase  # the original case (versions, environment, localization)
-    source: BugCase  # where the graph comes from: ``reduced/`` when it exists, else ``case``
-    finding: dict[str, Any]
-    root_cause: dict[str, Any]
-    blamed: str  # a target, or "A~B" when neither side is the reference
-    expected: str  # the side whose values are taken as right ("" for failures)
-    observed: str  # the failing or deviating target
-
-
 def pick_source(case: BugCase) -> tuple[BugCase, dict[str, Any]]:
     """The reduced case when ``higen reduce`` wrote one that still holds the finding, else the case."""
     try:
@@ -394,32 +381,3 @@ def _localization(case: BugCase, source: BugCase) -> dict[str, Any] | None:
             except json.JSONDecodeError as error:
                 raise ReportError(f"{path} is not valid JSON ({error}); run `higen localize` again") from error
     return None
-
-
-def command_report(argv: list[str]) -> int:
-    from higen.main import OneLineParser, UserError
-
-    parser = OneLineParser(prog="higen report", description="Write a Markdown bug report for a case, as the "
-                                                            "runtime's tracker expects it.")
-    parser.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>)")
-    parser.add_argument("--out", type=Path, help="write the report here (default: print it)")
-    parser.add_argument("--script", type=Path, help="also write the standalone repro script here")
-    parser.add_argument("--known", type=Path, help="known upstream issues (TOML; default: HiGen's list)")
-    parser.add_argument("--no-run", action="store_true", help="do not run the repro script")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds the repro script may run")
-    args = parser.parse_args(argv)
-    try:
-        known = load_known(args.known) if args.known else None
-        report = build_report(args.case, not args.no_run, args.timeout, known)
-    except (CaseError, ReportError, KnownIssuesError) as error:
-        raise UserError(str(error)) from error
-    if args.script:
-        args.script.write_text(report.script)
-    if args.out:
-        args.out.write_text(report.markdown)
-        shown = {0: "the bug shows", 1: "the bug does not show", None: "not run or no result"}.get(
-            report.exit_status, f"exit {report.exit_status}")
-        print(f"written: {args.out} (repro script: {shown}; {len(report.matches)} similar known issue(s))")
-    else:
-        sys.stdout.write(report.markdown)
-    return 0

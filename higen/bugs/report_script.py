@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import inspect
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,11 +19,10 @@ from onnx import helper, numpy_helper
 
 from higen.backends.base import REFERENCE
 from higen.bugs import repro_template
+from higen.bugs.case import BugCase
 from higen.bugs.standalone import FAILURES, bug_facts
+from higen.errors import UserError
 from higen.oracle import first_meaningful_line
-
-if TYPE_CHECKING:
-    from higen.bugs.report import Subject
 
 #: Arrays up to this many elements are written as literals; larger ones as base64 of their bytes.
 INLINE_ELEMENTS = 64
@@ -31,8 +31,21 @@ EMBED_BYTES = 1 << 20
 PACKAGES = {"ort": "onnxruntime", "ov": "openvino", "tvm": "apache-tvm"}
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A case that cannot be written up; one line that says why."""
+
+
+@dataclass
+class Subject:
+    """What the report is about: the case whose graph the repro rebuilds, its finding and the sides."""
+
+    case: BugCase  # the original case (versions, environment, localization)
+    source: BugCase  # where the graph comes from: ``reduced/`` when it exists, else ``case``
+    finding: dict[str, Any]
+    root_cause: dict[str, Any]
+    blamed: str  # a target, or "A~B" when neither side is the reference
+    expected: str  # the side whose values are taken as right ("" for failures)
+    observed: str  # the failing or deviating target
 
 
 def runtime_of(target: str) -> str:

@@ -29,6 +29,7 @@ import onnx
 from higen.backends.base import REFERENCE
 from higen.bugs.analysis import looks_unsupported
 from higen.bugs.nodecheck import DISCRETE_OPS
+from higen.graph import producer_nodes
 
 VALUE_KINDS = {"mismatch": "value", "nan_inf_mismatch": "nan_inf", "shape_mismatch": "shape",
                "dtype_mismatch": "dtype"}
@@ -228,7 +229,7 @@ def graph_form(model: onnx.ModelProto) -> str:
     """The canonical form of a (reduced) graph: its nodes as ``op[attribute class]`` and its
     producer -> consumer edges, both sorted, so that two reductions of one defect found through
     different outputs compare equal."""
-    made_by = {out: node for node in model.graph.node for out in node.output if out}
+    made_by = producer_nodes(model)
 
     def label(node: onnx.NodeProto) -> str:
         return f"{node.op_type}[{attribute_class(node, [], [])}]"

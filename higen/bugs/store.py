@@ -45,6 +45,7 @@ from higen.bugs.case import (
     read_meta,
 )
 from higen.bugs.standalone import write_case_extras
+from higen.files import write_json_atomic
 from higen.oracle import SEVERITY, Finding, Judgement, Tolerance, Verdict
 from higen.tensors import load_tensors
 from higen.testcase import TestCase
@@ -56,15 +57,6 @@ SHARED_INDEX = "signatures.json"
 CAUSES_INDEX = "root_causes.json"
 CASES = "bug_cases"
 log = logging.getLogger("higen.bugs")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run_root_of(session_dir: Path) -> Path:
@@ -336,10 +328,7 @@ class BugStore:
                     shutil.copy2(outcome.outputs_path, staging / "outputs" / f"{file_name(outcome.target)}.npz")
             (staging / "error.log").write_text(error_log(judgement, outcomes))
             meta = case_meta(name, staging, test, judgement, outcomes, metadata, primary, wanted)
-            self.write_extras(staging, meta)
-            meta["files"] = {p.relative_to(staging).as_posix(): sha256(p)
-                             for p in sorted(staging.rglob("*")) if p.is_file()}
-            write_json_atomic(staging / "meta.json", meta)
+            write_meta(staging, meta, self.write_extras)
             os.rename(staging, self.root / name)  # atomic: a case is complete or absent
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -401,6 +390,15 @@ def case_meta(name: str, staging: Path, test: TestCase, judgement: Judgement, ou
                    "nan_policy": oracle.get("nan_policy", "skip-unstable"),
                    "tolerances": oracle.get("tolerances", {})},
     }
+
+
+def write_meta(folder: Path, meta: dict[str, Any],
+               write_extras: Callable[[Path, dict[str, Any]], None] = write_case_extras) -> None:
+    """The last files of a staged case: its standalone extras, then meta.json with the SHA-256 of
+    every other file (so a case folder with a meta.json is complete)."""
+    write_extras(folder, meta)
+    meta["files"] = {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    write_json_atomic(folder / "meta.json", meta)
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +31,7 @@ from higen.coverage.gcov_data import (
     gcda_blocks,
     parse_gcno,
 )
+from higen.files import replacing
 
 GCDA, GCNO = ".gcda", ".gcno"
 
@@ -368,10 +368,8 @@ class GcovCollector:
                 pass
         arrays = build_branch_map(gcno, self.src_root)
         os.makedirs(self.cache_dir, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".npz")
-        with os.fdopen(handle, "wb") as out:
+        with replacing(cached) as temporary, open(temporary, "wb") as out:
             np.savez(out, **arrays)
-        os.replace(temporary, cached)
         return arrays
 
 

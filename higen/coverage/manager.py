@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from higen.coverage.gcovr import GcovrResult, GcovrSampler
 from higen.coverage.worker import ENV
+from higen.files import replacing, write_text_atomic
 
 STRUCTURE = "structure"
 #: ``--coverage`` families -> (runtime, collector name)
@@ -98,13 +99,11 @@ class CoverageCsv:
 
     def rewrite_sorted(self) -> None:
         """Rows in step order (a row held for a gcovr sample is written when the sample is done)."""
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(temporary, "w", newline="") as handle:
+        with replacing(self.path) as temporary, open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(self.columns)
             for row in sorted(self.rows, key=lambda r: r["step"]):
                 writer.writerow([_cell(row.get(c)) for c in self.columns])
-        os.replace(temporary, self.path)
 
 
 def _cell(value: Any) -> str:
@@ -256,9 +255,7 @@ class CoverageManager:
             kept.append(line)
             for name, found in entry["new"].items():
                 self.union.setdefault(name, set()).update(found)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text("".join(kept))
-        os.replace(temporary, path)
+        write_text_atomic(path, "".join(kept))
         self.journal = open(path, "a", buffering=1)
         self._epoch_mark = self.covered()
         self.csv.truncate(last_step)

@@ -8,9 +8,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
-from higen.envs.decoder import DIMENSIONS
+from higen.campaign_state import RATE_NAMES
 from higen.envs.low import CompilerFuzzEnv, EpisodeEnv
-from higen.envs.state import RATE_NAMES
+from higen.generation.decoder import DIMENSIONS
 
 HIGH_OBS_SIZE = 3 * len(DIMENSIONS) + len(RATE_NAMES) + 1
 HIGH_SPEC = EnvSpec("HiGen/DimensionChoice-v0", nondeterministic=True)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
+from higen.campaign_state import RATE_NAMES, CampaignState
 from higen.engine import TestResult
-from higen.envs.decoder import DIMENSIONS, describe_config
-from higen.envs.state import RATE_NAMES, FuzzState
+from higen.generation.decoder import DIMENSIONS, ActionDecoder, describe_config
 from higen.rewards import Terms
 
 LOW_OBS_SIZE = len(DIMENSIONS) + len(RATE_NAMES) + 2
@@ -37,7 +37,7 @@ class EpisodeEnv(gym.Env):
 
 
 class CompilerFuzzEnv(EpisodeEnv):
-    """Action ``Box(-1, 1, (k,))``: decoded by the state's ActionDecoder, free dimensions only.
+    """Action ``Box(-1, 1, (k,))``: decoded by ``decoder`` into a config, free dimensions only.
 
     Observation (all in [0, 1]): the free-dimension mask, moving-window rates of validity, findings,
     new signatures, token novelty and coverage growth, progress within the big epoch, campaign
@@ -45,10 +45,13 @@ class CompilerFuzzEnv(EpisodeEnv):
     the run's budget is spent). The test seed comes from this env's seeded ``np_random``.
     """
 
-    def __init__(self, state: FuzzState):
+    def __init__(self, state: CampaignState, decoder: ActionDecoder):
         self.state = state
+        self.decoder = decoder
+        #: work to do while the generator builds the test (the trainer's SAC update)
+        self.while_generating: Callable[[], None] | None = None
         self.spec = LOW_SPEC
-        self.action_space = spaces.Box(-1.0, 1.0, (state.decoder.size,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (decoder.size,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (LOW_OBS_SIZE,), dtype=np.float32)
 
     def observation(self) -> np.ndarray:
@@ -56,7 +59,12 @@ class CompilerFuzzEnv(EpisodeEnv):
 
     def step(self, action):
         seed = int(self.np_random.integers(0, 2**31 - 1))
-        result, terms = self.state.run_test(np.asarray(action), seed)
+        engine = self.state.engine
+        engine.submit(self.decoder.decode(np.asarray(action), self.state.free, seed))  # generated in its worker ...
+        if self.while_generating is not None:
+            self.while_generating()  # ... while this process does something useful
+        result = engine.finish()
+        terms = self.state.account(result)
         self.steps += 1
         truncated = self.steps >= self.state.small_epochs or self.state.exhausted()
         return self.observation(), terms.total, False, truncated, step_info(result, terms)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from higen.errors import UserError
+
 METHODS = ("symbolic", "symbolic-cinit", "concolic", "single-io")
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 RANKS = (0, 1, 2, 3, 4, 5)
@@ -16,7 +18,7 @@ MAX_ELEMS_RANGE = (1, 1 << 20)
 INPUT_STRATEGIES = ("gradient", "random", "edge", "maximize")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A GenConfig value is out of range; the message names the field and what is allowed."""
 
 

@@ -28,6 +28,7 @@ from nnsmith.materialize.torch import TorchModelCPU, input_gen, symbolnet
 from higen.generation.config import DTYPES, GenConfig
 from higen.generation.single_io import prune_to_single_io
 from higen.generation.tokens import graph_tokens
+from higen.graph import producers
 from higen.numerics.edge import edge_inputs
 from higen.tensors import save_tensors
 
@@ -192,8 +193,7 @@ def build_test(config: GenConfig, allowed: dict[str, list[str]] | None, out_dir:
         "reference_nonfinite": any(not np.isfinite(v).all() for v in reference.values()
                                    if np.issubdtype(v.dtype, np.floating)),
         "tokens": graph_tokens(onnx_model),
-        "producers": {out: node.op_type for node in onnx_model.graph.node for out in node.output
-                      if out in reference},
+        "producers": {out: op for out, op in producers(onnx_model).items() if out in reference},
     }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper
+
+from higen.graph import inferred_types, producers
 
 SKIPPED_OPS = {"Constant"}
 
@@ -31,10 +33,8 @@ def _bucket(value) -> str:
 
 def graph_tokens(model: onnx.ModelProto) -> list[str]:
     """The sorted set of structure tokens of ``model``."""
-    inferred = shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input,
-                                                    *inferred.graph.output)}
-    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    types = {name: value.type.tensor_type for name, value in inferred_types(model).items()}
+    producer = producers(model)
     tokens: set[str] = set()
     for node in model.graph.node:
         if node.op_type in SKIPPED_OPS:

@@ -1,5 +1,5 @@
-"""The input strategy as flags: ``--inputs gradient|random|edge`` for campaigns, and the same words
-(or an .npz path) for ``higen exec``.
+"""The input strategy: ``--inputs gradient|random|edge|maximize`` for campaigns (the flag is in
+:mod:`higen.cli.run`), and the same words (or an .npz path) for ``higen exec``.
 
 Campaign: the strategy is a GenConfig field (``inputs``), so it rides on the campaign's base config
 and every proposed config inherits it. ``gradient`` keeps NNSmith's search (a strategy may still
@@ -10,25 +10,15 @@ PyTorch reference for them.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import onnx
 
-from higen.generation.config import INPUT_STRATEGIES, GenConfig
+from higen.errors import UserError
+from higen.generation.config import GenConfig
 from higen.numerics.edge import edge_inputs
 from higen.tensors import Tensors, load_tensors
-
-INPUTS_HELP = ("gradient: NNSmith's search keeps every op in its stable domain (default); random: no search; "
-               "edge: boundary values per dtype (+-0, denormals, min/max normal, +-Inf, NaN, domain edges) "
-               "mixed with random ones; maximize: gradient, then a few evaluations per test searching inputs that maximize "
-               "the optimized vs unoptimized error (normal mode, see higen maximize)")
-
-
-def add_inputs_argument(parser: argparse.ArgumentParser) -> None:
-    """``--inputs gradient|random|edge`` for ``higen`` (run); read it back with :func:`with_inputs`."""
-    parser.add_argument("--inputs", choices=INPUT_STRATEGIES, default="gradient", help=INPUTS_HELP)
 
 
 def with_inputs(base: GenConfig, inputs: str) -> GenConfig:
@@ -48,7 +38,6 @@ def exec_inputs(model: onnx.ModelProto, value: str | Path | None, seed: int) -> 
     """What ``higen exec --inputs VALUE`` means: an .npz file, ``random`` (also when absent) or ``edge``;
     ``gradient`` needs NNSmith's PyTorch model, which a bare ONNX file does not have."""
     from higen.exec_model import random_inputs
-    from higen.main import UserError
 
     text = None if value is None else str(value)
     if text is not None and Path(text).is_file():

@@ -1,4 +1,5 @@
-"""``higen localize CASE``: the first node where two targets part ways, and the optimization behind it.
+"""``higen localize CASE`` (the command is :mod:`higen.cli.localize`): the first node where two
+targets part ways, and the optimization behind it.
 
 1. The case's finding names two targets (a mismatch) or one (an error: its partner is the other side
    of the first compared pair that holds it). PyTorch (``torch:cpu``) has no intermediate values, so
@@ -25,26 +26,15 @@ from typing import Any
 import onnx
 
 from higen.backends.base import REFERENCE, Outcome, Target
-from higen.numerics.graph import expose_intermediates, nodes, prefix_model
+from higen.errors import UserError
+from higen.execute import Execution, execute, judge_outcomes
+from higen.graph import ancestors, expose_intermediates, nodes, prefix_model, producers
 from higen.numerics.passes import SwitchablePool, search
-from higen.oracle import Verdict, compare_tensors, judge
+from higen.oracle import Judgement, Verdict, compare_tensors, judge
 from higen.tensors import Tensors, load_tensors, scratch_dir
 
 PROXY_FALLBACK = "ort:cpu:O0"
 VALUE_VERDICTS = {"mismatch", "nan_inf_mismatch", "shape_mismatch", "dtype_mismatch"}
-
-
-def ancestors(model: onnx.ModelProto, output: str | None) -> set[str]:
-    """Names of the nodes that ``output`` depends on (every node when ``output`` is None or unknown)."""
-    graph_nodes = nodes(model)
-    if not output or not any(output in node.outputs for node in graph_nodes):
-        return {node.name for node in graph_nodes}
-    needed, names = {output}, set()
-    for node in reversed(graph_nodes):
-        if needed.intersection(node.outputs):
-            names.add(node.name)
-            needed.update(name for name in node.inputs if name)
-    return names
 
 
 def _precision(precision: dict[str, dict[str, str]], a: str, b: str, dtype: str) -> str | None:
@@ -83,12 +73,16 @@ class Localizer:
         self.precision = pool.internal_precision()
         self.reference = load_tensors(case.reference_path)
 
-    def judge_pair(self, a: str, b: str, outcomes: dict[str, Outcome]):
+    def execute(self, targets: list[str], pairs: list[tuple[str, str]], folder: str) -> Execution:
+        """The case's model run on ``targets`` (outputs in ``folder``) and judged on ``pairs``."""
+        return execute(self.pool, self.case, self.work / folder, targets, pairs=pairs, tolerances=self.tolerances,
+                       nan_policy=self.case.nan_policy, reference=self.reference)
+
+    def judge_pair(self, a: str, b: str, outcomes: dict[str, Outcome]) -> Judgement:
         """The oracle's verdict on (a, b) for these outcomes (the reference read from the case)."""
-        outputs = {REFERENCE: self.reference}
-        outputs.update({name: load_tensors(o.outputs_path) for name, o in outcomes.items() if o.ok})
-        producers = {out: node.op_type for node in self.model.graph.node for out in node.output}
-        return judge(outcomes, outputs, [(a, b)], producers, self.tolerances, self.precision, self.case.nan_policy)
+        return judge_outcomes(outcomes, self.reference, pairs=[(a, b)], producers=producers(self.model),
+                              tolerances=self.tolerances, precision=self.precision,
+                              nan_policy=self.case.nan_policy).judgement
 
     def run(self, model_path: Path, targets: list[str], folder: str) -> dict[str, Outcome]:
         (self.work / folder).mkdir(parents=True, exist_ok=True)
@@ -142,8 +136,6 @@ class Localizer:
 
 
 def choose_pair(case, finding: dict[str, Any], targets: list[str] | None) -> tuple[str, str]:
-    from higen.main import UserError
-
     if targets:
         if len(targets) != 2:
             raise UserError(f"--targets takes two targets, not {len(targets)}")
@@ -163,12 +155,11 @@ def choose_proxy(case, blamed: str) -> str:
     from higen.bugs.case import load_outputs
 
     saved = load_outputs(case.path, case.meta)
-    producers = {}
     for target in case.targets:
         if target == blamed or target not in saved:
             continue
         outcome = {target: Outcome(target, "ok")}
-        if not judge(outcome, saved, [(REFERENCE, target)], producers, case.tolerances, {}, case.nan_policy).findings:
+        if not judge(outcome, saved, [(REFERENCE, target)], {}, case.tolerances, {}, case.nan_policy).findings:
             return target
     return PROXY_FALLBACK
 
@@ -176,13 +167,9 @@ def choose_proxy(case, blamed: str) -> str:
 def localize_case(case_dir: Path, targets: list[str] | None = None, pass_search: bool = True,
                   timeout_s: float = 60.0, memory_limit_mb: int = 8192, budget_s: float = 600.0) -> dict[str, Any]:
     """Localise a case's finding (module doc); writes and returns the content of localization.json."""
-    from higen.bugs.case import CaseError, load_case
-    from higen.main import UserError
+    from higen.bugs.case import load_case
 
-    try:
-        case = load_case(case_dir)
-    except CaseError as error:
-        raise UserError(str(error)) from error
+    case = load_case(case_dir)
     finding = case.finding()
     a, b = choose_pair(case, finding, targets)
     report: dict[str, Any] = {"case": case.path.name, "finding": {k: finding.get(k) for k in
@@ -201,8 +188,8 @@ def localize_case(case_dir: Path, targets: list[str] | None = None, pass_search:
     try:
         with SwitchablePool(parsed, work / "logs", timeout_s, memory_limit_mb) as pool:
             localizer = Localizer(case, pool, work)
-            base = localizer.run(case.model_path, runnable, "baseline")
-            judgement = localizer.judge_pair(a, b, base)
+            baseline = localizer.execute(runnable, [(a, b)], "baseline")
+            base, judgement = baseline.outcomes, baseline.judgement
             report["reproduced"] = bool(judgement.findings)
             report["baseline"] = {n: o.status for n, o in base.items()}
             if not judgement.findings:
@@ -232,8 +219,8 @@ def locate_node(localizer: Localizer, a: str, b: str, proxy: str | None, output:
     """The node part of the report; with a proxy for PyTorch, only when the proxy agrees with PyTorch
     on this machine (``proxy_report`` gets ``agrees_here``)."""
     if proxy:
-        stand_in = localizer.run(localizer.case.model_path, [proxy], "proxy")
-        proxy_report["agrees_here"] = not localizer.judge_pair(REFERENCE, proxy, stand_in).findings
+        stand_in = localizer.execute([proxy], [(REFERENCE, proxy)], "proxy")
+        proxy_report["agrees_here"] = not stand_in.judgement.findings
         if not proxy_report["agrees_here"]:
             other = b if a == REFERENCE else a
             return {"node_note": f"the stand-in {proxy} disagrees with PyTorch too, so comparing it with {other} "
@@ -253,30 +240,3 @@ def summarize(report: dict[str, Any]) -> str:
     for target, result in (report.get("pass_search") or {}).items():
         parts.append(f"{target}: {result['answer']}")
     return "; ".join(parts)
-
-
-def localize_parser():
-    from higen.main import OneLineParser
-
-    p = OneLineParser(prog="higen localize", description="Find the first diverging node and the culprit optimization of a bug case.")
-    p.add_argument("case", type=Path, help="a bug case folder (bug_cases/<case>)")
-    p.add_argument("--targets", help="the two targets to compare (default: the finding's)")
-    p.add_argument("--no-pass-search", action="store_true", help="only localise the node")
-    p.add_argument("--budget", type=float, default=600.0, help="seconds the pass search may take per target")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--memory-limit-mb", type=int, default=8192)
-    return p
-
-
-def command_localize(argv: list[str]) -> int:
-    from rich.console import Console
-
-    args = localize_parser().parse_args(argv)
-    targets = [t for t in args.targets.split(",") if t] if args.targets else None
-    report = localize_case(args.case, targets, not args.no_pass_search, args.timeout, args.memory_limit_mb, args.budget)
-    console = Console()
-    console.print(f"{report['case']}: {' vs '.join(report['compared'])}"
-                  + (f" (proxy for torch:cpu: {report['proxy']['target']})" if report.get("proxy") else ""))
-    console.print(report.get("answer", ""))
-    console.print(f"written: {Path(args.case) / 'localization.json'}")
-    return 0 if report.get("reproduced") else 1

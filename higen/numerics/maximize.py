@@ -1,5 +1,6 @@
-"""``higen maximize MODEL.onnx|DIR --targets ort``: inputs, within given ranges, that maximize the
-error between a target's optimized and unoptimized builds; then where that error is born.
+"""``higen maximize MODEL.onnx|DIR --targets ort`` (the command is :mod:`higen.cli.maximize`): inputs,
+within given ranges, that maximize the error between a target's optimized and unoptimized builds;
+then where that error is born.
 
 For each model and runtime:
 
@@ -36,17 +37,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from higen.numerics.maxpair import RUNTIMES, ModelSkipped, PairEvaluator, PairPool, sides_for
-from higen.numerics.maxsearch import SEARCHES, SearchResult, Space, make_search, outputs_error, run_search
+from higen.errors import ModelError, UserError
+from higen.numerics.maxpair import ModelSkipped, PairEvaluator, PairPool, sides_for
+from higen.numerics.maxsearch import SearchResult, Space, make_search, outputs_error, run_search
 from higen.numerics.maxtrace import origin, trace_errors
 from higen.oracle import Tolerance
 from higen.tensors import Tensors, load_tensors, save_tensors, scratch_dir
 from higen.workers import DEFAULT_MEMORY_LIMIT_MB
 
+
 def parse_ranges(text: str | None) -> dict[str, tuple[float, float]]:
     """``a=0:1,b=-1:1`` -> {"a": (0, 1), "b": (-1, 1)}; raises UserError on anything else."""
-    from higen.main import UserError
-
     ranges = {}
     for item in filter(None, (text or "").split(",")):
         try:
@@ -64,11 +65,10 @@ def model_space(model: onnx.ModelProto, low: float, high: float,
                 per_input: dict[str, tuple[float, float]]) -> Space:
     """The search space of a model's graph inputs (static shapes only, as ``higen exec`` requires)."""
     from higen.exec_model import random_inputs
-    from higen.main import UserError
 
     try:
         specs = random_inputs(model, 0)
-    except UserError as error:
+    except ModelError as error:
         raise ModelSkipped(str(error)) from error
     unknown = sorted(set(per_input) - set(specs))
     if unknown:
@@ -125,7 +125,6 @@ def maximize_model(model_path: Path, name: str, pool: PairPool, settings: Settin
                    budget_s: float, seeds: list[Tensors] | None = None) -> ModelResult:
     """Search, trace and save the case of one model on the pool's runtime (module doc)."""
     from higen.exec_model import load_model
-    from higen.main import UserError
 
     labels = tuple(pool.sides)
     runtime = pool.sides[labels[1]].target.split(":")[0]
@@ -134,7 +133,7 @@ def maximize_model(model_path: Path, name: str, pool: PairPool, settings: Settin
     try:
         try:
             model = load_model(model_path)
-        except UserError as error:
+        except ModelError as error:
             raise ModelSkipped(str(error)) from error
         space = model_space(model, settings.low, settings.high, settings.per_input)
         evaluator = PairEvaluator(pool, space, model_path, work)
@@ -168,7 +167,7 @@ def trace(result: ModelResult, model: onnx.ModelProto, evaluator: PairEvaluator,
     """Per-node errors on the worst input (:mod:`higen.numerics.maxtrace`) into ``result``: from one
     run with the intermediates exposed, or, when exposing them makes the error vanish (a fusion),
     from each node's prefix model run on its own (as ``higen localize`` does), until ``deadline``."""
-    from higen.numerics.graph import expose_intermediates
+    from higen.graph import expose_intermediates
 
     instrumented, _ = expose_intermediates(model)
     values = _run_both(evaluator, instrumented, worst)
@@ -200,7 +199,7 @@ def _run_both(evaluator: PairEvaluator, model: onnx.ModelProto, inputs: Tensors)
 def _prefix_values(model: onnx.ModelProto, evaluator: PairEvaluator, inputs: Tensors,
                    deadline: float) -> tuple[Tensors, Tensors]:
     """Each data-dependent node output computed by its own prefix model on both builds."""
-    from higen.numerics.graph import data_dependent, nodes, prefix_model
+    from higen.graph import data_dependent, nodes, prefix_model
 
     live = data_dependent(model)
     unoptimized, optimized = {}, {}
@@ -252,8 +251,6 @@ def save_case(model: onnx.ModelProto, worst: Tensors, result: ModelResult, evalu
 def collect_models(path: Path) -> list[tuple[str, Path, list[Tensors]]]:
     """(name, model file, seed inputs) for an .onnx file, a bug case folder, or a folder of either;
     a case's own inputs seed the search."""
-    from higen.main import UserError
-
     def case_entry(folder: Path) -> tuple[str, Path, list[Tensors]]:
         seeds = []
         if (folder / "inputs.npz").is_file():
@@ -274,49 +271,6 @@ def collect_models(path: Path) -> list[tuple[str, Path, list[Tensors]]]:
     if not found:
         raise UserError(f"{path} holds no .onnx file and no bug case folder")
     return found
-
-
-def maximize_parser():
-    from higen.main import OneLineParser
-
-    p = OneLineParser(prog="higen maximize", description="Search inputs that maximize the error between a "
-                      "compiler's optimized and unoptimized builds, trace it through the graph, localize it.")
-    p.add_argument("path", type=Path, help="an .onnx file, a bug case folder, or a folder of them")
-    p.add_argument("--targets", default="ort", help=f"runtimes, comma-separated: {', '.join(RUNTIMES)} (default ort)")
-    p.add_argument("--low", type=float, default=0.0, help="lowest input value (default 0)")
-    p.add_argument("--high", type=float, default=1.0, help="highest input value (default 1)")
-    p.add_argument("--per-input", metavar="NAME=LO:HI,...", help="ranges of single inputs")
-    p.add_argument("--budget", type=float, default=120.0,
-                   help="seconds for all searches and traces together (default 120); localization comes after")
-    p.add_argument("--evals", type=int, default=200, help="evaluations per model and runtime (default 200)")
-    p.add_argument("--search", choices=SEARCHES, default="de", help="de (default), random or mcmc")
-    p.add_argument("--batch", type=int, default=8, help="candidates per request of random search and MCMC")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("maximize"), help="output folder (default ./maximize)")
-    p.add_argument("--localize-top", type=int, default=1, help="run higen localize on the N worst models (default 1)")
-    p.add_argument("--localize-budget", type=float, default=60.0, help="pass-search seconds per target (default 60)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per compile and per request")
-    p.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_LIMIT_MB)
-    return p
-
-
-def settings_from_args(args) -> tuple[Settings, list[str]]:
-    from higen.backends.registry import require_installed
-    from higen.main import UserError
-
-    runtimes = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = [t for t in runtimes if t not in RUNTIMES]
-    if unknown or not runtimes:
-        raise UserError(f"--targets {args.targets}: choose from {', '.join(RUNTIMES)}")
-    for runtime in runtimes:
-        require_installed(runtime)
-    if not args.low <= args.high:
-        raise UserError(f"--low {args.low:g} exceeds --high {args.high:g}")
-    for flag in ("budget", "evals", "batch", "timeout"):
-        if getattr(args, flag) <= 0:
-            raise UserError(f"--{flag} must be positive, not {getattr(args, flag)}")
-    return Settings(args.low, args.high, parse_ranges(args.per_input), args.search, args.evals, args.batch, args.seed,
-                    args.timeout, args.memory_limit_mb, args.localize_top, args.localize_budget), runtimes
 
 
 def maximize_all(models: list[tuple[str, Path, list[Tensors]]], runtimes: list[str], settings: Settings,
@@ -345,7 +299,6 @@ def maximize_all(models: list[tuple[str, Path, list[Tensors]]], runtimes: list[s
 
 def localize_worst(results: list[ModelResult], settings: Settings) -> None:
     """``higen localize`` on the cases of the ``settings.localize_top`` worst models."""
-    from higen.main import UserError
     from higen.numerics.localize import localize_case
 
     with_case = sorted((r for r in results if r.case), key=lambda r: -r.error)
@@ -355,26 +308,3 @@ def localize_worst(results: list[ModelResult], settings: Settings) -> None:
                                                 settings.memory_limit_mb, settings.localize_budget_s)
         except UserError as error:
             result.localization = {"answer": f"localize failed: {error}"}
-
-
-def command_maximize(argv: list[str]) -> int:
-    from rich.console import Console
-
-    from higen.numerics.maxreport import fmt
-
-    args = maximize_parser().parse_args(argv)
-    settings, runtimes = settings_from_args(args)
-    models = collect_models(args.path)
-    console = Console(stderr=True)
-    console.print(f"higen maximize: {len(models)} model(s) on {', '.join(runtimes)}, search {settings.search}, "
-                  f"{settings.evals} evaluations each, budget {args.budget:g} s -> {args.out}")
-
-    def progress(result: ModelResult, done: int, total: int) -> None:
-        what = fmt(result.error) if result.status == "ok" else f"skipped: {result.reason[:120]}"
-        console.print(f"[{done}/{total}] {result.name} ({result.runtime}): {what}")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = maximize_all(models, runtimes, settings, args.out, args.budget, progress)
-    best = max(results, key=lambda r: r.error)
-    console.print(f"worst: {best.name} ({best.runtime}) error {fmt(best.error)}; summary: {args.out / 'summary.md'}")
-    return 0 if any(r.status == "ok" for r in results) else 1

@@ -2,7 +2,7 @@
 optimized against unoptimized build, on the worst input found, and a picture of the graph.
 
 Both builds run the model once with its data-dependent intermediates exposed as graph outputs
-(:func:`higen.numerics.graph.expose_intermediates`, the instrumentation ``higen localize`` uses).
+(:func:`higen.graph.expose_intermediates`, the instrumentation ``higen localize`` uses).
 For each node output: its error (:func:`higen.numerics.maxsearch.tensor_error`), the largest error
 of the node's data inputs (graph inputs and constants: 0) and the *growth*, ``log10((1 + out) /
 (1 + in))``: the decades of error the node adds (0 passes errors through, negative shrinks them).
@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from higen.numerics.graph import nodes
+from higen.graph import nodes, producer_indices
 from higen.numerics.maxsearch import tensor_error
 from higen.tensors import Tensors
 
@@ -90,7 +90,7 @@ def draw_graph(model: onnx.ModelProto, rows: list[dict[str, Any]], path: Path, t
     finite = [g for g in node_growth.values() if math.isfinite(g)]
     top = max([1.0, *finite])
     norm, cmap = Normalize(vmin=min([0.0, *finite]), vmax=top), colormaps["Reds"]
-    producer = {out: node.name for node in graph_nodes for out in node.outputs}
+    producer = {out: graph_nodes[index].name for out, index in producer_indices(model).items()}
     width = max(6.0, 1.4 * max(len(v) for v in by_layer.values()) if by_layer else 6.0)
     fig, ax = plt.subplots(figsize=(min(width, 30), min(2 + 1.0 * len(by_layer), 40)))
     for node in graph_nodes:

@@ -21,7 +21,7 @@ conditions hold for the operand tensors as a whole. Only floating-point outputs 
 four. Constant operands (initializers, Constant nodes) are read from the model.
 
 Intermediate values come from a second run of the model with its intermediate tensors exposed as
-graph outputs (:func:`higen.numerics.graph.expose_intermediates`), on the same targets. Exposing a
+graph outputs (:func:`higen.graph.expose_intermediates`), on the same targets. Exposing a
 tensor can keep a compiler from fusing across it, so per-node events describe each operator as
 executed unfused on that target; the test's verdict always comes from the original run.
 """
@@ -38,7 +38,8 @@ import numpy as np
 import onnx
 
 from higen.backends.base import Outcome
-from higen.numerics.graph import Node, constant_values, expose_intermediates, nodes
+from higen.execute import load_outputs
+from higen.graph import Node, constant_values, expose_intermediates, nodes
 from higen.tensors import Tensors, load_tensors
 
 EVENTS = ("nan", "inf", "overflow", "underflow")
@@ -184,7 +185,7 @@ def run_instrumented(pool, model_path: Path, inputs_path: Path, work: Path,
     path = work / "instrumented.onnx"
     onnx.save(instrumented, path)
     runs = pool.run(path, inputs_path, work, only=targets) if targets else {}
-    values = {name: load_tensors(o.outputs_path) for name, o in runs.items() if o.ok}
+    values = load_outputs(runs)
     skipped = {name: f"{o.status}: {(o.message or o.error_type)[:200]}" for name, o in runs.items() if not o.ok}
     return model, values, skipped
 

@@ -3,7 +3,8 @@ machine (``--workers N``) or as Ray actors across a cluster (``--ray-address``),
 bug store, one coverage union and one ``training.log`` in the driver process.
 
 - ``higen.scale.pipeline``: a pipeline (generate, run, judge one test) and its thread-backed handle.
-- ``higen.scale.engine``: ``ParallelEngine``, the engine's driver half over several pipelines.
+- ``higen.scale.engine``: ``PipelineEngine``, the engine's driver half over several pipelines, and
+  ``ParallelEngine``, its local pipelines.
 - ``higen.scale.vecenv``: the low level as an SB3 vectorized env (one sub-env per pipeline).
 - ``higen.scale.wire``: what travels between the driver and a remote pipeline (JSON and bytes).
 - ``higen.scale.cluster``: Ray: connecting, placing pipelines on nodes, surviving lost ones.
@@ -19,6 +20,8 @@ from pathlib import Path
 from rich.console import Console
 
 from higen.engine import Engine, EngineSettings
+from higen.engine_api import FuzzEngine
+from higen.errors import UserError
 
 
 def default_workers() -> int:
@@ -45,8 +48,6 @@ def resolve_workers(settings: EngineSettings, workers: int | None, ray_address: 
     with ``ray_address`` a cap, None: one per CPU slot); UserError where the settings allow only one."""
     reason = unsupported_with_pipelines(settings)
     if reason and (ray_address is not None or (workers or 0) > 1):
-        from higen.main import UserError
-
         raise UserError(reason)
     if ray_address is not None or workers is not None:
         return workers
@@ -54,7 +55,7 @@ def resolve_workers(settings: EngineSettings, workers: int | None, ray_address: 
 
 
 def make_engine(settings: EngineSettings, run_dir: Path, console: Console, workers: int | None = None,
-                ray_address: str | None = None) -> Engine:
+                ray_address: str | None = None) -> FuzzEngine:
     """The engine for a run: the plain Engine for one local pipeline (exactly the serial behaviour),
     a ParallelEngine for several, a RayEngine on a cluster (connect first: ``cluster.connect``)."""
     workers = resolve_workers(settings, workers, ray_address)

@@ -8,7 +8,7 @@
   of the node's GPUs (Ray then sets ``CUDA_VISIBLE_DEVICES``); the others ask for none.
 - Each pipeline is a :class:`PipelineActor` pinned to its node (hard node affinity) with
   ``max_restarts``: its constructor starts the workers, so a restarted actor comes back ready. A test
-  whose actor dies is re-run by another pipeline (``ParallelEngine``); an actor whose node is gone
+  whose actor dies is re-run by another pipeline (``PipelineEngine``); an actor whose node is gone
   cannot restart there and is retired. Only the in-flight tests of a lost pipeline are redone, and
   nothing is saved on the nodes, so nothing saved is lost.
 - Tests travel as JSON text and file bytes (``higen.scale.wire``), never as pickled objects.
@@ -35,11 +35,12 @@ from typing import Any, Callable
 from rich.console import Console
 
 from higen.backends.registry import RUNTIMES
-from higen.bugs.store import write_json_atomic
 from higen.engine import EngineSettings, worker_versions
+from higen.errors import UserError
+from higen.files import write_json_atomic
 from higen.generation.config import GenConfig
 from higen.modes import Plan, gpu_present
-from higen.scale.engine import ParallelEngine
+from higen.scale.engine import PipelineEngine
 from higen.scale.pipeline import Job, Pipeline, Produced
 from higen.scale.wire import (
     pack,
@@ -61,17 +62,11 @@ WORKER_START_S = 180.0  # a worker that died is restarted within a test's time (
 INSTALL = 'pip install -e ".[ray]"'
 
 
-def _user_error(message: str) -> Exception:
-    from higen.main import UserError
-
-    return UserError(message)
-
-
 def require_ray():
     try:
         import ray
     except ImportError:
-        raise _user_error(f"--ray-address needs Ray, which is not installed: run `{INSTALL}` "
+        raise UserError(f"--ray-address needs Ray, which is not installed: run `{INSTALL}` "
                           "(or pip install 'ray[default]')") from None
     return ray
 
@@ -86,14 +81,14 @@ def connect(address: str) -> None:
                 pass
         except (OSError, ValueError) as error:
             why = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            raise _user_error(f"--ray-address {address}: no Ray cluster reachable there ({why}); start one with "
+            raise UserError(f"--ray-address {address}: no Ray cluster reachable there ({why}); start one with "
                               "`ray start --head` and pass the address it prints (or `auto` on one of its nodes)"
                               ) from None
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # ConnectionError for `auto` without a cluster; others for a bad address
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise _user_error(f"--ray-address {address}: cannot connect ({first})") from None
+        raise UserError(f"--ray-address {address}: cannot connect ({first})") from None
 
 
 # -- nodes ----------------------------------------------------------------------------------------
@@ -130,7 +125,7 @@ def survey(ray) -> list[Node]:
     try:
         reports = ray.get(refs, timeout=SURVEY_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
-        raise _user_error(f"the Ray cluster's nodes did not answer within {SURVEY_TIMEOUT_S:.0f} s") from None
+        raise UserError(f"the Ray cluster's nodes did not answer within {SURVEY_TIMEOUT_S:.0f} s") from None
     return [Node(n["NodeID"], r["host"], float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
                  set(r["runtimes"]), bool(r["gpu"])) for n, r in zip(alive, reports)]
 
@@ -185,9 +180,8 @@ class PipelineActor:
         self.work = scratch_dir(f"higen-{run_tag}-{name}-tests-")  # emptied after every test
         self.messages = io.StringIO()
         try:
-            settings, timeouts = settings_from_json(settings_json)
+            settings = settings_from_json(settings_json)  # per-target timeouts included
             self.pipeline = Pipeline(settings, self.root / "workers")
-            self.pipeline.pool.timeouts_by_target.update(timeouts)
             self.pipeline.start(self.root, Console(file=self.messages, width=200))
         except Exception as error:
             self.error = f"{type(error).__name__}: {error}"
@@ -224,7 +218,7 @@ class PipelineActor:
 
 # -- the driver side ------------------------------------------------------------------------------
 class RayPipeline:
-    """Handle of a PipelineActor for ParallelEngine."""
+    """Handle of a PipelineActor for RayEngine."""
 
     def __init__(self, name: str, actor, slot: Slot, ray, helpers: ThreadPoolExecutor, deadline_s: float):
         self.name, self.actor, self.slot, self.ray = name, actor, slot, ray
@@ -282,12 +276,13 @@ class RayPipeline:
                 pass
 
 
-class RayEngine(ParallelEngine):
-    """ParallelEngine whose pipelines are Ray actors on the nodes of the connected cluster."""
+class RayEngine(PipelineEngine):
+    """An engine whose pipelines are Ray actors on the nodes of the connected cluster (none runs in
+    this process): the first pipeline's generator gives the operator universe and op support."""
 
     def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None,
                  limit: int | None = None):
-        super().__init__(settings, run_dir, console, workers=1)
+        super().__init__(settings, run_dir, console)
         self.ray = require_ray()
         self.limit = limit
         self.nodes: list[Node] = []
@@ -303,17 +298,16 @@ class RayEngine(ParallelEngine):
             self.console.print(f"[yellow]no pipeline on {line}[/yellow]")
         if not slots:
             targets = ", ".join(t.name for t in self.settings.plan.targets)
-            raise _user_error(f"no node of the Ray cluster can run {targets} ({'; '.join(skipped) or 'no nodes'})")
+            raise UserError(f"no node of the Ray cluster can run {targets} ({'; '.join(skipped) or 'no nodes'})")
         actor_class = self.ray.remote(PipelineActor)
-        timeouts = dict(self.pool.timeouts_by_target)
-        longest = max([self.settings.timeout_s, *timeouts.values()])
+        longest = max([self.settings.timeout_s, *self.settings.timeouts_by_target.values()])
         deadline_s = self.settings.gen_timeout_s + 2 * WORKER_START_S + longest + 60  # then it is hung
         handles, run_tag = [], uuid.uuid4().hex[:8]
         for k, slot in enumerate(slots):
             actor = actor_class.options(
                 num_cpus=1, num_gpus=slot.gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node.node_id, soft=False),
-            ).remote(settings_to_json(self.settings, slot.plan, timeouts), f"p{k}", run_tag)
+            ).remote(settings_to_json(self.settings, slot.plan), f"p{k}", run_tag)
             handles.append(RayPipeline(f"p{k}", actor, slot, self.ray, self.helpers, deadline_s))
         self.use(handles)  # from here on, close() stops them
         try:
@@ -331,7 +325,6 @@ class RayEngine(ParallelEngine):
             handle.info = info
             handle.context = self.case_context(info["versions"], handle.plan)
         first = handles[0].info
-        self.generator.worker.info = first["generator"]  # the operator universe, for the decoders
         self.settings.plan = handles[0].plan
         for name in ("support.json", "allowed_ops.json"):
             if name in first:
@@ -342,6 +335,9 @@ class RayEngine(ParallelEngine):
         self.console.print(f"ray: {len(handles)} pipelines on {len(nodes)} node(s): " + "; ".join(
             f"{node} ({len(group)}: {', '.join(group[0].info['plan']['targets'])})" for node, group in nodes.items()))
         return self.versions()
+
+    def ops(self) -> list[str]:
+        return list(self.pipelines[0].info["generator"]["ops"])
 
     def versions(self) -> dict[str, Any]:
         first = self.pipelines[0].info.get("versions", {}) if self.pipelines else {}

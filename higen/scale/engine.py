@@ -1,6 +1,7 @@
-"""ParallelEngine: the engine's driver half (coverage union, bug store, counters) over several
-pipelines, with the Engine's own interface (``submit``, ``finish``, ``run_one``), so the campaign loop
-and the RL environments drive it unchanged.
+"""Engines over several pipelines, with the engine interface (``higen.engine_api.FuzzEngine``), so
+the campaign loop and the RL environments drive them as they drive the plain Engine.
+``PipelineEngine`` is the engine's driver half (coverage union, bug store, counters) over pipeline
+handles; ``ParallelEngine`` runs local pipelines (threads), ``higen.scale.cluster.RayEngine`` actors.
 
 - ``submit`` queues a test; a free pipeline takes it at once, test ``i`` preferably pipeline
   ``(i - 1) mod N``. A test depends only on its config and seed (the generator worker seeds
@@ -25,14 +26,18 @@ from typing import Any, Callable
 from rich.console import Console
 
 from higen.engine import (
-    Engine,
+    EngineDriver,
     EngineSettings,
     TestResult,
     launch_workers,
+    local_workers,
+    start_workers,
     wait_workers,
+    worker_versions,
 )
 from higen.generation.client import GenResult
 from higen.generation.config import GenConfig
+from higen.run_dir import LogHistory
 from higen.scale.pipeline import Job, LocalPipeline, Pipeline, Produced
 from higen.workers import WorkerStartError
 
@@ -46,64 +51,44 @@ class PipelinesLost(WorkerStartError):
     that cannot start."""
 
 
-class ParallelEngine(Engine):
-    """The Engine over ``workers`` local pipelines: the engine's own workers and ``workers - 1`` more
-    generator + backend sets, each driven by a thread of this process."""
+class PipelineEngine(EngineDriver):
+    """The driver half over pipeline handles (``use``): ``submit`` queues a test for the next free
+    pipeline, ``finish`` returns the tests in index order, a lost pipeline's test runs again. Where
+    the pipelines are, and how they start, is the subclass's."""
 
-    def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None, workers: int = 2):
+    def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None, requested: int = 1):
         super().__init__(settings, run_dir, console)
-        self.requested = workers
+        self.requested = requested  # pipelines asked for, until they are started
         self.pipelines: list[Any] = []  # handles (LocalPipeline, RayPipeline)
         self.lost_tests = 0  # test runs interrupted by a lost pipeline (each was queued again)
-        self._extra: list[Pipeline] = []
         self._idle: list[Any] = []
         self._queue: deque[Job] = deque()
         self._running: dict[Future, tuple[Job, Any]] = {}
         self._recovering: dict[Future, Any] = {}
         self._ready: dict[int, tuple[Job, Any, Produced]] = {}
-        self._delivered = 0
+        self._delivered = 0  # index of the last test ``finish`` returned
 
     @property
-    def workers(self) -> int:  # type: ignore[override]
+    def workers(self) -> int:
         return max(1, len(self.pipelines) or self.requested)
 
     @property
-    def depth(self) -> int:  # type: ignore[override]
+    def depth(self) -> int:
         return IN_FLIGHT_PER_PIPELINE * self.workers
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        """Launch every pipeline's workers at once, then start the engine's own (and learn support
-        with them); the other pipelines take the same plan and the same allowed operators."""
-        logs = self.run_dir / "workers"
-        self._extra = [Pipeline(self.settings, logs / f"p{k}") for k in range(1, self.requested)]
-        for pipeline in self._extra:
-            self.coverage.configure(pipeline.pool)
-            pipeline.pool.timeouts_by_target = self.pool.timeouts_by_target
-            launch_workers(pipeline.generator, pipeline.pool)
-        versions = super().start(support_progress)
-        try:
-            for pipeline in self._extra:
-                wait_workers(pipeline.generator, pipeline.pool, self.settings.plan, self.console)
-                pipeline.generator.allowed_path = self.generator.allowed_path
-                self.coverage.enable(pipeline.pool)
-        except WorkerStartError:
-            self.close()
-            raise
-        own = Pipeline(self.settings, logs / "p0", generator=self.generator, pool=self.pool)
-        self.use([LocalPipeline(f"p{k}", p) for k, p in enumerate([own, *self._extra])])
-        return versions
-
     def use(self, handles: list[Any]) -> None:
+        """Run tests on these pipeline handles (started); ``close`` closes them."""
         self.pipelines = list(handles)
         self._idle = list(self.pipelines)
 
     def close(self) -> None:
         for handle in self.pipelines:
             handle.close()
-        for pipeline in self._extra:
-            pipeline.close()
         super().close()
+
+    def restore_counters(self, history: LogHistory) -> None:
+        super().restore_counters(history)
+        self._delivered = history.last_index  # the next test finish returns follows the logged ones
 
     # -- tests ---------------------------------------------------------------------------------
     def submit(self, config: GenConfig) -> None:
@@ -193,3 +178,46 @@ class ParallelEngine(Engine):
             self._idle.append(handle)
         else:
             self.console.print(f"[yellow]pipeline {handle.name} retired: it did not come back[/yellow]")
+
+
+class ParallelEngine(PipelineEngine):
+    """``workers`` local pipelines, each a generator and a set of backend workers driven by a thread
+    of this process. Pipeline 0's workers log to ``workers/`` (as the plain Engine's) and learn op
+    support; pipeline k's log to ``workers/p<k>/`` and take the same plan and allowed operators."""
+
+    def __init__(self, settings: EngineSettings, run_dir: Path, console: Console | None = None, workers: int = 2):
+        super().__init__(settings, run_dir, console, requested=workers)
+        logs = self.run_dir / "workers"
+        own = Pipeline(settings, logs / "p0", *local_workers(settings, logs))
+        self.local = [own, *(Pipeline(settings, logs / f"p{k}") for k in range(1, workers))]
+        for pipeline in self.local:
+            self.coverage.configure(pipeline.pool)
+
+    def start(self, support_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Launch every pipeline's workers at once, start pipeline 0's (and learn support with them),
+        then wait for the others."""
+        own, *others = self.local
+        for pipeline in others:
+            launch_workers(pipeline.generator, pipeline.pool)
+        start_workers(self, own.generator, own.pool, support_progress)
+        try:
+            for pipeline in others:
+                wait_workers(pipeline.generator, pipeline.pool, self.settings.plan, self.console)
+                pipeline.generator.allowed_path = own.generator.allowed_path
+                self.coverage.enable(pipeline.pool)
+        except WorkerStartError:
+            self.close()
+            raise
+        self.use([LocalPipeline(f"p{k}", p) for k, p in enumerate(self.local)])
+        return self.versions()
+
+    def ops(self) -> list[str]:
+        return list(self.local[0].generator.info["ops"])
+
+    def versions(self) -> dict[str, Any]:
+        return worker_versions(self.local[0].generator, self.local[0].pool)
+
+    def close(self) -> None:
+        for pipeline in self.local:  # also those a failed start left without a handle
+            pipeline.close()
+        super().close()

@@ -18,7 +18,8 @@ from rich.console import Console
 from higen.backends.pool import BackendPool
 from higen.bugs.locate import Analyst, Identifier
 from higen.coverage.manager import CoverageManager
-from higen.engine import EngineSettings, Executed, execute, launch_workers, wait_workers
+from higen.engine import EngineSettings, execute_test, launch_workers, local_workers, wait_workers
+from higen.execute import Execution
 from higen.generation.client import Generator, GenResult
 from higen.generation.config import GenConfig
 from higen.support import learn_support
@@ -30,7 +31,7 @@ class Produced:
     when it is valid, its outcomes and judgement."""
 
     generated: GenResult
-    executed: Executed | None = None
+    executed: Execution | None = None
 
 
 @dataclass
@@ -50,9 +51,7 @@ class Pipeline:
     def __init__(self, settings: EngineSettings, log_dir: Path | None = None, generator: Generator | None = None,
                  pool: BackendPool | None = None):
         self.settings = settings
-        self.generator = generator or Generator(log_dir, settings.gen_timeout_s, settings.memory_limit_mb)
-        self.pool = pool or BackendPool(settings.plan.targets, log_dir, settings.timeout_s, settings.memory_limit_mb,
-                                        recycle_after=settings.recycle_after)
+        self.generator, self.pool = (generator, pool) if generator and pool else local_workers(settings, log_dir)
         # its own analyst (started on the first finding): pipelines judge in parallel threads
         self.analyst = Analyst(log_dir, settings.timeout_s, settings.memory_limit_mb)
         self.identifier = Identifier(self.pool, self.analyst, settings.tolerances, settings.nan_policy,
@@ -73,7 +72,7 @@ class Pipeline:
         generated = self.generator.generate(config, directory)
         if not generated.valid:
             return Produced(generated)
-        return Produced(generated, execute(self.pool, self.settings, generated.test, self.identifier))
+        return Produced(generated, execute_test(self.pool, self.settings, generated.test, self.identifier))
 
     def describe(self) -> dict[str, Any]:
         return {"generator": self.generator.info, "targets": self.pool.describe()}

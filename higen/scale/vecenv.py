@@ -3,7 +3,7 @@
 SAC sees ``num_envs`` sub-envs (one per pipeline). One vectorized step = up to ``num_envs`` tests:
 ``step_async`` decodes every sub-env's action into a config and submits them all (the pipelines
 generate in parallel) and then runs SAC's gradient steps, one per submitted test, while they generate;
-``step_wait`` collects the tests in order and books each (``FuzzState.account``: novelty, reward,
+``step_wait`` collects the tests in order and books each (``CampaignState.account``: novelty, reward,
 window, counters), so rewards and the run's memory do not depend on which pipeline finished first.
 
 A big epoch still has exactly ``small_epochs`` tests, and ``--max-tests`` is never exceeded: when
@@ -14,25 +14,29 @@ SAC callback takes them off SAC's step counter, so ``num_timesteps`` still count
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
+from higen.campaign_state import CampaignState
 from higen.envs.low import CompilerFuzzEnv, step_info
-from higen.envs.state import FuzzState
+from higen.generation.decoder import ActionDecoder
 
 SKIPPED = "skipped"  # info key of an idle sub-env
 
 
 class ParallelFuzzEnv(VecEnv):
-    """``num_envs`` copies of CompilerFuzzEnv's spaces over one FuzzState; episodes end together (a
-    big epoch), after which the env resets itself as SB3's vectorized envs do."""
+    """``num_envs`` copies of CompilerFuzzEnv's spaces over one CampaignState; episodes end together
+    (a big epoch), after which the env resets itself as SB3's vectorized envs do."""
 
-    def __init__(self, state: FuzzState, num_envs: int):
+    def __init__(self, state: CampaignState, decoder: ActionDecoder, num_envs: int):
         self.state = state
-        self.template = CompilerFuzzEnv(state)  # spaces, spec and the seeded generator of test seeds
+        self.decoder = decoder
+        self.template = CompilerFuzzEnv(state, decoder)  # spaces, spec and the seeded generator of test seeds
+        #: work to do while the generators build the tests (the trainer's SAC updates, one per test)
+        self.while_generating: Callable[[], None] | None = None
         self.render_mode = None
         self.steps = 0  # tests of the current big epoch
         self.runnable = 0  # tests of the pending step
@@ -60,10 +64,10 @@ class ParallelFuzzEnv(VecEnv):
         self.runnable = 0 if state.exhausted() else max(0, min(self.num_envs, allowed))
         for action in actions[: self.runnable]:
             seed = int(self.np_random.integers(0, 2**31 - 1))
-            state.engine.submit(state.decoder.decode(np.asarray(action), state.free, seed))
-        if state.while_generating is not None:
+            state.engine.submit(self.decoder.decode(np.asarray(action), state.free, seed))
+        if self.while_generating is not None:
             for _ in range(self.runnable):
-                state.while_generating()
+                self.while_generating()
 
     def step_wait(self):
         rewards = np.zeros(self.num_envs, dtype=np.float32)

@@ -18,7 +18,8 @@ from typing import Any
 
 from higen.backends.base import Outcome, Target
 from higen.coverage.manager import CoverageSettings
-from higen.engine import EngineSettings, Executed
+from higen.engine import EngineSettings
+from higen.execute import Execution
 from higen.generation.client import GenResult
 from higen.generation.config import GenConfig
 from higen.modes import Plan
@@ -41,7 +42,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
                 [tuple(pair) for pair in data["pairs"]], set(data["optional"]))
 
 
-def settings_to_json(settings: EngineSettings, plan: Plan, timeouts_by_target: dict[str, float]) -> str:
+def settings_to_json(settings: EngineSettings, plan: Plan) -> str:
     """The settings a remote pipeline needs (with its node's own plan); coverage: collector families."""
     coverage = settings.coverage
     return json.dumps({
@@ -49,20 +50,20 @@ def settings_to_json(settings: EngineSettings, plan: Plan, timeouts_by_target: d
         "recycle_after": settings.recycle_after, "gen_timeout_s": settings.gen_timeout_s,
         "nan_policy": settings.nan_policy,
         "tolerances": {dtype: vars(t) for dtype, t in settings.tolerances.items()},
-        "learn_support": settings.learn_support, "timeouts_by_target": timeouts_by_target,
+        "learn_support": settings.learn_support, "timeouts_by_target": settings.timeouts_by_target,
         "coverage_families": list(coverage.families) if coverage else None})
 
 
-def settings_from_json(text: str) -> tuple[EngineSettings, dict[str, float]]:
+def settings_from_json(text: str) -> EngineSettings:
     data = json.loads(text)
     families = data["coverage_families"]
-    settings = EngineSettings(
+    return EngineSettings(
         plan=plan_from_json(data["plan"]), timeout_s=data["timeout_s"], memory_limit_mb=data["memory_limit_mb"],
         recycle_after=data["recycle_after"], gen_timeout_s=data["gen_timeout_s"], nan_policy=data["nan_policy"],
         tolerances={dtype: Tolerance(**t) for dtype, t in data["tolerances"].items()},
         learn_support=data["learn_support"],
+        timeouts_by_target={str(k): float(v) for k, v in data["timeouts_by_target"].items()},
         coverage=CoverageSettings(families=tuple(families)) if families is not None else None)
-    return settings, {str(k): float(v) for k, v in data["timeouts_by_target"].items()}
 
 
 # -- one test ---------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def output_file(target: str) -> str:
     return f"{target.replace(':', '_')}.npz"
 
 
-def pack(generated: GenResult, executed: Executed | None) -> dict[str, Any]:
+def pack(generated: GenResult, executed: Execution | None) -> dict[str, Any]:
     """A produced test as JSON text plus, for a test with findings, its files' bytes."""
     meta: dict[str, Any] = {"config": generated.config.to_json(), "reason": generated.reason,
                             "gen_s": generated.gen_s, "valid": executed is not None}
@@ -93,7 +94,7 @@ def pack(generated: GenResult, executed: Executed | None) -> dict[str, Any]:
     return {"meta": json.dumps(meta), "files": files}
 
 
-def unpack(data: dict[str, Any], directory: Path) -> tuple[GenResult, Executed | None]:
+def unpack(data: dict[str, Any], directory: Path) -> tuple[GenResult, Execution | None]:
     """The driver's copy of a packed test; files are written into ``directory``."""
     meta = json.loads(data["meta"])
     config = GenConfig.from_json(meta["config"])
@@ -119,4 +120,4 @@ def unpack(data: dict[str, Any], directory: Path) -> tuple[GenResult, Executed |
                 for f in meta["judgement"]["findings"]]
     judgement = Judgement(Verdict(meta["judgement"]["verdict"]), findings)
     test = TestCase(config=config, directory=directory, **meta["test"])
-    return GenResult(config, test, gen_s=meta["gen_s"]), Executed(outcomes, judgement, meta["timings"])
+    return GenResult(config, test, gen_s=meta["gen_s"]), Execution(outcomes, judgement, meta["timings"])

@@ -2,7 +2,7 @@
 smaller) fails with 'must be evenly divisible by num_splits'."""
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 
 def build():

@@ -1,5 +1,5 @@
-"""Coverage flags for ``higen`` (wired in higen/main.py): :func:`add_coverage_flags` adds them to the
-run parser, :func:`coverage_settings_from_args` turns them into ``EngineSettings.coverage``."""
+"""Coverage flags for ``higen`` (run): :func:`add_coverage_flags` adds them to the run parser,
+:func:`coverage_settings_from_args` turns them into ``EngineSettings.coverage``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from higen.coverage.manager import FAMILIES, CoverageSettings, GcovBuild
+from higen.errors import UserError
 
 #: ``--coverage auto``: every cheap collector; ov-passes is left out (OpenVINO's pass profiler about
 #: doubles compile time, see docs/coverage.md)
@@ -40,9 +41,7 @@ def add_coverage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def coverage_settings_from_args(args: argparse.Namespace) -> CoverageSettings:
-    """Validate the coverage flags; a mistake raises ``higen.main.UserError`` with what to do."""
-    from higen.main import UserError
-
+    """Validate the coverage flags; a mistake raises :class:`UserError` with what to do."""
     text = (getattr(args, "coverage", None) or "none").strip()
     if text == "none":
         families: tuple[str, ...] = ()

@@ -1,9 +1,14 @@
-"""The run-level memory both environments share: the engine, the decoder, the reward weights, the
-tokens and signatures seen so far, moving-window rates, budgets and counters.
+"""The campaign state every strategy books its tests in: the engine, the budget, the token memory,
+the reward terms of each test and of each big epoch, the big-epoch record that is logged, moving-window
+rates and counters.
 
-It outlives episodes (a low-level episode is one big epoch; a high-level one is the campaign), and
-is saved as JSON in every checkpoint (``to_json`` / ``restore``), so a resumed run keeps its
-novelty memory and counters. The bug-signature index is the engine's BugStore, already on disk.
+One state for all strategies, so the random baselines (``higen.campaign.run_campaign``) and the RL
+(``higen.agents.trainer``, through the environments of ``higen.envs``) log the same fields and the
+RL's objective (docs/rewards.md) is measured for the baselines too, with the same RewardConfig. It
+outlives episodes (a low-level episode is one big epoch; a high-level one is the campaign) and is
+saved as JSON in every checkpoint (``to_json`` / ``restore``), so a resumed run keeps its novelty
+memory and counters. The bug-signature index is the engine's BugStore, already on disk. No gym here:
+the observations are plain arrays.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from higen.engine import Engine, TestResult
-from higen.envs.decoder import DIMENSIONS, ActionDecoder, describe_config, free_names
+from higen.coverage.manager import STRUCTURE
+from higen.engine import TestResult
+from higen.engine_api import FuzzEngine
+from higen.generation.decoder import DIMENSIONS, describe_config, free_names
 from higen.rewards import (
     RewardConfig,
     Terms,
@@ -25,6 +32,7 @@ from higen.rewards import (
     low_level_terms,
     unseen_tokens,
 )
+from higen.run_dir import LogHistory
 
 #: validity, credible-bug rate, new-bug rate, token novelty, coverage growth (bugs: root causes, noise excluded)
 RATE_NAMES = ("validity", "bugs", "new_bugs", "novelty", "coverage")
@@ -62,25 +70,23 @@ def engine_coverage_gain(result: TestResult) -> float:
 
 @dataclass
 class Budget:
+    """Totals for the run, resumed sessions included (docs/rewards.md, "Budgets")."""
+
     big_epochs: int
     max_tests: int | None = None
     max_seconds: float | None = None
 
 
-class FuzzState:
-    def __init__(self, engine: Engine, decoder: ActionDecoder, rewards: RewardConfig, small_epochs: int,
-                 budget: Budget, window: int = 32,
-                 gain_of: Callable[[TestResult], float] | None = None):
+class CampaignState:
+    def __init__(self, engine: FuzzEngine, rewards: RewardConfig, small_epochs: int, budget: Budget,
+                 window: int = 32, gain_of: Callable[[TestResult], float] | None = None):
         self.engine = engine
-        self.decoder = decoder
         self.rewards = rewards
         self.small_epochs = small_epochs
         self.budget = budget
         #: a test's coverage gain: by default from the engine's coverage collectors (0 when none is on)
         self.gain_of = gain_of or engine_coverage_gain
         self.on_test: Callable[[TestResult, Terms], None] | None = None
-        #: work to do while the generator builds the test (the trainer's SAC update)
-        self.while_generating: Callable[[], None] | None = None
         self.free = np.zeros(len(DIMENSIONS), dtype=np.int8)
         self.tokens: Counter[str] = Counter()
         self.window: deque[TestRecord] = deque(maxlen=window)
@@ -94,33 +100,30 @@ class FuzzState:
         self.dim_novelty = np.zeros(len(DIMENSIONS), dtype=np.float32)
         self.last_mask = np.zeros(len(DIMENSIONS), dtype=np.int8)
         self.last_rates = np.zeros(len(RATE_NAMES), dtype=np.float32)
-        self.began = time.perf_counter()
+        self.began = time.perf_counter()  # campaign time: callers restart it when start-up is over
 
     # -- budget --------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Campaign seconds, earlier sessions of a resumed run included."""
+        return time.perf_counter() - self.began
+
     def progress(self) -> float:
         """Share of the budget used, in [0, 1] (the largest of tests, big epochs and seconds)."""
         shares = [self.big_epochs / max(1, self.budget.big_epochs)]
         if self.budget.max_tests:
             shares.append(self.tests / self.budget.max_tests)
         if self.budget.max_seconds:
-            shares.append((time.perf_counter() - self.began) / self.budget.max_seconds)
+            shares.append(self.elapsed() / self.budget.max_seconds)
         return float(min(1.0, max(shares)))
+
+    def time_spent(self) -> bool:
+        return bool(self.budget.max_seconds and self.elapsed() >= self.budget.max_seconds)
 
     def exhausted(self) -> bool:
         """No test may start: the test or time budget is spent (big epochs are counted by callers)."""
-        if self.budget.max_tests and self.tests >= self.budget.max_tests:
-            return True
-        return bool(self.budget.max_seconds and time.perf_counter() - self.began >= self.budget.max_seconds)
+        return bool(self.budget.max_tests and self.tests >= self.budget.max_tests) or self.time_spent()
 
     # -- one test ------------------------------------------------------------------------------
-    def run_test(self, action: np.ndarray, seed: int) -> tuple[TestResult, Terms]:
-        config = self.decoder.decode(action, self.free, seed)
-        self.engine.submit(config)  # generation runs in its worker process ...
-        if self.while_generating is not None:
-            self.while_generating()  # ... while this process does something useful
-        result = self.engine.finish()
-        return result, self.account(result)
-
     def account(self, result: TestResult) -> Terms:
         """Book a finished test: novelty memory, reward terms, moving window, counters."""
         tokens = set(result.tokens)
@@ -148,13 +151,17 @@ class FuzzState:
                                         dtype=np.float32)]).astype(np.float32)
 
     # -- one big epoch -------------------------------------------------------------------------
-    def begin_epoch(self, mask: np.ndarray) -> None:
-        self.free = np.asarray(mask, dtype=np.int8).reshape(len(DIMENSIONS)).clip(0, 1)
+    def begin_epoch(self, mask: np.ndarray | None = None) -> None:
+        """Open a big epoch that frees ``mask`` (None: the caller sets ``free`` from its first test,
+        as a strategy that proposes tests ahead does)."""
+        if mask is not None:
+            self.free = np.asarray(mask, dtype=np.int8).reshape(len(DIMENSIONS)).clip(0, 1)
         self.epoch, self.epoch_results = [], []
         self.epoch_started = time.perf_counter()
 
     def end_epoch(self) -> tuple[Terms, dict[str, Any]]:
-        """Close the big epoch: its high-level reward terms and the summary that is logged."""
+        """Close the big epoch: its high-level reward terms and the record that is logged (the
+        ``big_epoch`` line, the same for every strategy)."""
         records, results = self.epoch, self.epoch_results
         n = len(records)
         wall = max(time.perf_counter() - self.epoch_started, 1e-9)
@@ -196,20 +203,29 @@ class FuzzState:
                 "window": [asdict(r) for r in self.window], "mask_counts": dict(self.mask_counts),
                 "dim_validity": self.dim_validity.tolist(), "dim_novelty": self.dim_novelty.tolist(),
                 "last_mask": self.last_mask.tolist(), "last_rates": self.last_rates.tolist(),
-                "elapsed_s": time.perf_counter() - self.began}
+                "elapsed_s": self.elapsed()}
 
-    def restore(self, data: dict[str, Any], tests: int | None = None, elapsed_s: float | None = None,
-                seen_tokens: set[str] = frozenset()) -> None:
-        """Continue from a checkpoint. ``tests``, ``elapsed_s``, ``seen_tokens``: what the run logged
-        after it (a partly run big epoch: its tests stay counted, their tokens known; SAC has no
-        transitions of them)."""
-        self.tests, self.big_epochs = int(data["tests"] if tests is None else tests), int(data["big_epochs"])
+    def checkpoint_data(self) -> dict[str, Any]:
+        """What every strategy's checkpoint records of the campaign: the reward weights in force (a
+        resumed run uses them), the budget and this state."""
+        return {"rewards": self.rewards.to_json(), "budget": asdict(self.budget), "state": self.to_json()}
+
+    def restore(self, data: dict[str, Any], history: LogHistory | None = None) -> None:
+        """Continue from a checkpoint's state (``data``; keys it lacks keep their fresh values). With
+        ``history`` (the run's log), also past the tests logged after it: they stay counted, their
+        time too, and their tokens known (from the engine's coverage union, which the caller has
+        resumed); the rest (window, per-dimension statistics) is the checkpoint's."""
+        data = {**self.to_json(), **data}
+        self.tests, self.big_epochs = int(data["tests"]), int(data["big_epochs"])
         self.tokens = Counter(data["tokens"])
-        self.tokens.update(set(seen_tokens) - set(self.tokens))
         self.window = deque((TestRecord(**r) for r in data["window"]), maxlen=self.window.maxlen)
         self.mask_counts = Counter(data["mask_counts"])
         self.dim_validity = np.array(data["dim_validity"], dtype=np.float32)
         self.dim_novelty = np.array(data["dim_novelty"], dtype=np.float32)
         self.last_mask = np.array(data["last_mask"], dtype=np.int8)
         self.last_rates = np.array(data["last_rates"], dtype=np.float32)
-        self.began = time.perf_counter() - float(data.get("elapsed_s", 0.0) if elapsed_s is None else elapsed_s)
+        elapsed = float(data["elapsed_s"])
+        if history is not None:
+            self.tests, elapsed = history.tests, history.elapsed_s
+            self.tokens.update(set(self.engine.coverage.union.get(STRUCTURE, set())) - set(self.tokens))
+        self.began = time.perf_counter() - elapsed

@@ -4,7 +4,9 @@ The low-level policy (SAC) emits one continuous vector per test; the high-level 
 which *dimensions* of the GenConfig that vector may change ("free" dimensions); every other
 dimension keeps its default (the campaign's base GenConfig). Decoding never seeds a random
 generator from the action: numbers are affine maps, sets are per-item scores, so a small change of
-the action gives a small (or no) change of the config, which is what makes it learnable.
+the action gives a small (or no) change of the config, which is what makes it learnable. The random
+baseline (``higen.strategies``) decodes uniform-random actions with it, so RL and random differ only
+in the policy.
 
 Layout of the action vector, in order (one block per dimension):
 
@@ -78,7 +80,7 @@ class ActionDecoder:
     def __init__(self, ops: Sequence[str], base: GenConfig | None = None,
                  nodes_range: tuple[int, int] | None = None, elems_log2_range: tuple[int, int] = (8, 16)):
         if not ops:
-            raise ValueError("the decoder needs the operator universe (engine.generator.info['ops'])")
+            raise ValueError("the decoder needs the operator universe (engine.ops())")
         self.ops = tuple(sorted(ops))
         self.base = base or GenConfig()
         self.nodes_range = nodes_range or default_nodes_range(self.base.max_nodes)
