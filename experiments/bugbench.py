@@ -9,6 +9,8 @@
             [--split heldout] [--entries ...]
         HiGen campaigns per strategy and seed on each entry's affected release; saved cases are
         credited by replay; per bug: found in k of S, median time and tests to the first credited case
+    python experiments/bugbench.py --report OUT --budget-min 20 --seeds 0,1,2 [--entries ...]
+        the tables, summary.json and bugs_over_time.png again from OUT/results.json
     python experiments/bugbench.py --install ort@1.20.1      a release into the runtime cache
     python experiments/bugbench.py --probe ID --versions 2025.2.0,2025.3.0
         an entry's repro on many releases (to find its affected and fixed releases)
@@ -119,13 +121,20 @@ def run_campaigns(entries: list[Entry], strategies: list[str], seeds: list[int],
                     found = campaigns.first_credits(run_dir, members, creditor)
                     results.append({"group": group.name, "strategy": strategy, "seed": seed, "found": found})
                     (out / "results.json").write_text(json.dumps(results, indent=2))
+    report_campaigns(entries, results, seeds, budget_s, out)
+    return 0
+
+
+def report_campaigns(entries: list[Entry], results: list[dict], seeds: list[int], budget_s: float, out: Path) -> None:
+    """Tables, summary.json and bugs_over_time.png of finished campaigns."""
     per_bug, overall = campaigns.summarize(entries, results, seeds, budget_s)
     print_table(f"bugbench campaigns: {budget_s:.0f} s per campaign ({machine_note()})", per_bug,
                 ["entry", "strategy", "found", "median_s", "median_tests"])
     print_table("bugs per CPU-hour of campaign (mean over seeds, 95% interval)", overall,
                 ["strategy", "bugs_per_cpu_hour", "ci95", "seeds"])
     (out / "summary.json").write_text(json.dumps({"per_bug": per_bug, "overall": overall}, indent=2))
-    return 0
+    campaigns.plot(results, seeds, budget_s, out / "bugs_over_time.png",
+                   f"bugbench: {len(entries)} entries, {budget_s / 60:g} min per campaign")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--install", metavar="RUNTIME@VERSION", help="install a release into the runtime cache")
     action.add_argument("--probe", metavar="ID", help="run an entry's repro on the releases of --versions")
     action.add_argument("--strategies", help="campaigns: comma-separated HiGen strategies (rl, random, nnsmith-default)")
+    action.add_argument("--report", type=Path, metavar="OUT", help="the tables and plot again from OUT/results.json "
+                                                                  "(with the campaigns' --budget-min and --seeds)")
     parser.add_argument("--entries", help="comma-separated entry ids (default: all)")
     parser.add_argument("--split", choices=SPLITS, help="only the entries of one half: train (tune on it) or heldout "
                                                       "(report on it)")
@@ -169,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         entries = load_entries(only=args.entries.split(",") if args.entries else None, split=args.split)
         if args.credit:
             return credit_case(args.credit, entries, args.timeout, args.json)
+        if args.report:
+            report_campaigns(entries, json.loads((args.report / "results.json").read_text()),
+                             [int(s) for s in args.seeds.split(",")], args.budget_min * 60, args.report)
+            return 0
         if args.strategies:
             return run_campaigns(entries, args.strategies.split(","), [int(s) for s in args.seeds.split(",")],
                                  args.budget_min * 60, args.out, not args.no_install, args.timeout, args.extra)

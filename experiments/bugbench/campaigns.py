@@ -107,3 +107,31 @@ def summarize(entries: list[Entry], results: list[dict], seeds: list[int], budge
         half = 1.96 * statistics.stdev(rates) / math.sqrt(len(rates)) if len(rates) > 1 else float("nan")
         overall.append({"strategy": strategy, "bugs_per_cpu_hour": mean, "ci95": half, "seeds": len(rates)})
     return per_bug, overall
+
+
+def found_over_time(results: list[dict], strategy: str, seed: int, budget_s: float, points: int = 200) -> list[int]:
+    """Bugs credited by each campaign second (``points`` steps over the budget), all groups of one
+    strategy and seed together: the groups' campaigns run side by side on their own clocks."""
+    times = sorted(hit["time_s"] for r in results if r["strategy"] == strategy and r["seed"] == seed
+                   for hit in r["found"].values())
+    return [sum(t <= budget_s * k / points for t in times) for k in range(points + 1)]
+
+
+def plot(results: list[dict], seeds: list[int], budget_s: float, out: Path, title: str) -> None:
+    """Bugs found over campaign time per strategy: each seed thin, the mean over seeds thick."""
+    from common import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    points = 200
+    minutes = [budget_s / 60 * k / points for k in range(points + 1)]
+    for color, strategy in zip(("C0", "C1", "C2", "C3"), sorted({r["strategy"] for r in results})):
+        curves = [found_over_time(results, strategy, seed, budget_s, points) for seed in seeds]
+        for curve in curves:
+            axis.step(minutes, curve, where="post", color=color, alpha=0.3, linewidth=0.8)
+        axis.step(minutes, [statistics.fmean(values) for values in zip(*curves)], where="post", color=color,
+                  linewidth=2, label=f"{strategy} (mean of {len(curves)} seeds)")
+    axis.set_xlabel("campaign minutes (each group's campaign on its own clock)")
+    axis.set_ylabel("benchmark bugs credited by replay")
+    axis.legend(fontsize=8)
+    save_figure(figure, out, title)
