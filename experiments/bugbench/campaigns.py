@@ -133,5 +133,6 @@ def plot(results: list[dict], seeds: list[int], budget_s: float, out: Path, titl
                   linewidth=2, label=f"{strategy} (mean of {len(curves)} seeds)")
     axis.set_xlabel("campaign minutes (each group's campaign on its own clock)")
     axis.set_ylabel("benchmark bugs credited by replay")
+    axis.set_ylim(bottom=0)
     axis.legend(fontsize=8)
     save_figure(figure, out, title)
