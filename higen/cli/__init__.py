@@ -13,21 +13,10 @@ import sys
 
 from higen.errors import HigenError
 
-#: ``higen NAME ...`` -> the module and function that handle it (each parses its own flags).
-SUBCOMMANDS = {
-    "exec": ("higen.cli.exec_model", "command_exec"),
-    "doctor": ("higen.cli.doctor", "command_doctor"),
-    "triage": ("higen.cli.triage", "command_triage"),
-    "repro": ("higen.cli.repro", "command_repro"),
-    "reduce": ("higen.cli.reduce", "command_reduce"),
-    "plot": ("higen.cli.plot", "command_plot"),
-    "numerics": ("higen.cli.numerics", "command_numerics"),
-    "localize": ("higen.cli.localize", "command_localize"),
-    "report": ("higen.cli.report", "command_report"),
-    "maximize": ("higen.cli.maximize", "command_maximize"),
-    "runtimes": ("higen.cli.runtimes", "command_runtimes"),
-    "regenerate": ("higen.cli.regenerate", "command_regenerate"),
-}
+#: ``higen NAME ...`` -> ``command_NAME`` of ``higen.cli.NAME`` (each parses its own flags).
+SUBCOMMANDS = ("exec", "doctor", "triage", "repro", "reduce", "plot", "numerics", "localize", "report", "maximize",
+               "runtimes", "regenerate")
+MODULE_OF = {"exec": "exec_model"}  # not cli/exec.py: a module named like the builtin exec()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         argv.pop(0)
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            module, function = SUBCOMMANDS[argv.pop(0)]
-            return getattr(importlib.import_module(module), function)(argv)
+            name = argv.pop(0)
+            module = importlib.import_module(f"higen.cli.{MODULE_OF.get(name, name)}")
+            return getattr(module, f"command_{name}")(argv)
         from higen.cli.run import command_run
 
         return command_run(argv)
