@@ -30,6 +30,7 @@ from higen.rewards import (
     coverage_gain,
     high_level_terms,
     low_level_terms,
+    repeats_value,
     unseen_tokens,
 )
 from higen.run_dir import LogHistory
@@ -48,6 +49,7 @@ class TestRecord:
     n_tokens: int
     coverage: float
     reward: float
+    repeats: float = 0.0  # repeats_value of the known root causes it hit
 
 
 def rates(records: list[TestRecord]) -> np.ndarray:
@@ -95,6 +97,8 @@ class CampaignState:
         self.epoch_started = time.perf_counter()
         self.tests = 0
         self.big_epochs = 0
+        self.cause_hits: Counter[str] = Counter()  # credible root cause -> tests of the run that hit it
+        self.test_seconds = [0.0, 0]  # generation + execution seconds of the run's tests, and their number
         self.mask_counts: Counter[str] = Counter()
         self.dim_validity = np.full(len(DIMENSIONS), 0.5, dtype=np.float32)
         self.dim_novelty = np.zeros(len(DIMENSIONS), dtype=np.float32)
@@ -124,18 +128,27 @@ class CampaignState:
         return bool(self.budget.max_tests and self.tests >= self.budget.max_tests) or self.time_spent()
 
     # -- one test ------------------------------------------------------------------------------
+    def typical_seconds(self) -> float:
+        """Mean generation + execution seconds of the run's tests so far (0 before the first)."""
+        total, count = self.test_seconds
+        return total / count if count else 0.0
+
     def account(self, result: TestResult) -> Terms:
-        """Book a finished test: novelty memory, reward terms, moving window, counters."""
+        """Book a finished test: novelty memory, root-cause hits, reward terms, moving window, counters."""
         tokens = set(result.tokens)
         unseen = unseen_tokens(tokens, self.tokens)
         self.tokens.update(tokens)
+        causes = set(result.bugs) | set(result.new_bugs)
+        self.cause_hits.update(causes)
+        repeat_hits = [self.cause_hits[key] for key in sorted(causes - set(result.new_bugs))]
         gain = float(self.gain_of(result) or 0.0)
-        terms = low_level_terms(new_bugs=len(result.new_bugs), bugs=len(result.bugs),
-                                valid=result.valid, unseen=unseen, coverage_gain=gain,
-                                seconds=result.timings.get("gen_s", 0.0) + result.timings.get("exec_s", 0.0),
-                                weights=self.rewards.low)
+        seconds = result.timings.get("gen_s", 0.0) + result.timings.get("exec_s", 0.0)
+        terms = low_level_terms(new_bugs=len(result.new_bugs), repeat_hits=repeat_hits, valid=result.valid,
+                                unseen=unseen, coverage_gain=gain, seconds=seconds,
+                                typical_seconds=self.typical_seconds(), weights=self.rewards.low)
+        self.test_seconds = [self.test_seconds[0] + seconds, self.test_seconds[1] + 1]
         record = TestRecord(result.valid, len(result.bugs), len(result.new_bugs), unseen, len(tokens),
-                            gain, terms.total)
+                            gain, terms.total, repeats_value(repeat_hits))
         self.window.append(record)
         self.epoch.append(record)
         self.epoch_results.append(result)
@@ -167,7 +180,8 @@ class CampaignState:
         wall = max(time.perf_counter() - self.epoch_started, 1e-9)
         key = "".join(str(int(b)) for b in self.free)
         validity = sum(r.valid for r in records) / n if n else 0.0
-        terms = high_level_terms(new_bugs=sum(r.new for r in records), validity_ratio=validity,
+        terms = high_level_terms(new_bugs=sum(r.new for r in records), repeats=sum(r.repeats for r in records),
+                                 validity_ratio=validity,
                                  coverage_growth=sum(r.coverage for r in records),
                                  new_tokens=sum(r.unseen for r in records),
                                  times_tried_before=self.mask_counts[key], tests_per_s=n / wall,
@@ -203,6 +217,7 @@ class CampaignState:
                 "window": [asdict(r) for r in self.window], "mask_counts": dict(self.mask_counts),
                 "dim_validity": self.dim_validity.tolist(), "dim_novelty": self.dim_novelty.tolist(),
                 "last_mask": self.last_mask.tolist(), "last_rates": self.last_rates.tolist(),
+                "cause_hits": dict(self.cause_hits), "test_seconds": list(self.test_seconds),
                 "elapsed_s": self.elapsed()}
 
     def checkpoint_data(self) -> dict[str, Any]:
@@ -212,9 +227,10 @@ class CampaignState:
 
     def restore(self, data: dict[str, Any], history: LogHistory | None = None) -> None:
         """Continue from a checkpoint's state (``data``; keys it lacks keep their fresh values). With
-        ``history`` (the run's log), also past the tests logged after it: they stay counted, their
-        time too, and their tokens known (from the engine's coverage union, which the caller has
-        resumed); the rest (window, per-dimension statistics) is the checkpoint's."""
+        ``history`` (the run's log), also past the tests and big epochs logged after it: they stay
+        counted, their time and root-cause hits too, and their tokens known (from the engine's coverage
+        union, which the caller has resumed); the rest (window, per-dimension statistics, mean test
+        time) is the checkpoint's."""
         data = {**self.to_json(), **data}
         self.tests, self.big_epochs = int(data["tests"]), int(data["big_epochs"])
         self.tokens = Counter(data["tokens"])
@@ -224,8 +240,12 @@ class CampaignState:
         self.dim_novelty = np.array(data["dim_novelty"], dtype=np.float32)
         self.last_mask = np.array(data["last_mask"], dtype=np.int8)
         self.last_rates = np.array(data["last_rates"], dtype=np.float32)
+        self.cause_hits = Counter(data["cause_hits"])
+        self.test_seconds = [float(data["test_seconds"][0]), int(data["test_seconds"][1])]
         elapsed = float(data["elapsed_s"])
         if history is not None:
             self.tests, elapsed = history.tests, history.elapsed_s
+            self.big_epochs = max(self.big_epochs, history.big_epochs)  # epochs logged after the checkpoint
+            self.cause_hits = Counter(history.bug_hits)
             self.tokens.update(set(self.engine.coverage.union.get(STRUCTURE, set())) - set(self.tokens))
         self.began = time.perf_counter() - elapsed

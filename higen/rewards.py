@@ -16,17 +16,20 @@ from typing import Any, Iterable, Mapping
 
 from higen.errors import UserError
 
+TIME_FACTOR_CAP = 10.0  # the time factor of a hit stays in [1/10, 10]
+
 
 @dataclass(frozen=True)
 class LowWeights:
     """Per test (one SAC step)."""
 
     new_bug: float = 10.0  # per credible root cause the run root had never seen
-    repeated_bug: float = 0.2  # per credible root cause of the test that was already known
+    repeated_bug: float = 10.0  # per known credible root cause of the test, times 1/(its hits in the run)
     invalid: float = 0.2  # cost of a test that could not be generated or run (invalid / unsupported)
-    novelty: float = 0.5  # times log(1 + tokens never seen before in the run)
+    novelty: float = 0.0  # times log(1 + tokens never seen before in the run); 0: it predicts no bug
     coverage: float = 1.0  # times the test's coverage gain (0 until coverage is collected)
     time: float = 0.0  # cost per second of generation + execution (0: decisions ignore the machine's speed)
+    time_norm: float = 1.0  # bug terms times (typical test seconds / this test's) ** time_norm: hits per time
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,11 @@ class HighWeights:
     """Per big epoch (one PPO step)."""
 
     new_bug: float = 10.0  # per credible root cause first found during the epoch
-    validity: float = 1.0  # times the epoch's share of valid tests
+    repeated_bug: float = 10.0  # per known credible root cause a test hit, times 1/(its hits in the run)
+    validity: float = 0.0  # times the epoch's share of valid tests (0: a near-constant that hid the bugs)
     coverage: float = 1.0  # times the epoch's coverage growth
     new_tokens: float = 0.5  # times log(1 + structure tokens first seen during the epoch)
-    diversity: float = 0.5  # times 1/sqrt(1 + earlier epochs with the same free dimensions)
+    diversity: float = 0.0  # times 1/sqrt(1 + earlier epochs with the same free dimensions)
     tests_per_s: float = 0.1  # times min(tests_per_s / speed_ref, 2)
     speed_ref: float = 10.0  # tests/s that count as 1 in the speed term
 
@@ -88,19 +92,37 @@ def coverage_gain(new_features: Mapping[str, int], exclude: Iterable[str] = ("st
     return math.log1p(sum(max(0, n) for name, n in new_features.items() if name not in skipped))
 
 
-def low_level_terms(*, new_bugs: int, bugs: int, valid: bool, unseen: int,
-                    coverage_gain: float = 0.0, seconds: float = 0.0, weights: LowWeights = LowWeights()) -> Terms:
+def repeats_value(hits: Iterable[int]) -> float:
+    """Known root causes hit again, each worth 1/(times the run has hit it, this hit included): the
+    second hit of a cause still says "bugs live here" (1/2), the hundredth says little (1/100)."""
+    return sum(1.0 / max(1, n) for n in hits)
+
+
+def time_factor(seconds: float, typical_seconds: float, power: float) -> float:
+    """(typical_seconds / seconds) ** power, kept in [1/TIME_FACTOR_CAP, TIME_FACTOR_CAP]: a hit of a
+    test twice as fast as the run's typical one counts twice, so the bug terms approach hits per unit
+    of time. 1 when ``power`` is 0 or a time is unknown."""
+    if not power or seconds <= 0 or typical_seconds <= 0:
+        return 1.0
+    return min(TIME_FACTOR_CAP, max(1.0 / TIME_FACTOR_CAP, (typical_seconds / seconds) ** power))
+
+
+def low_level_terms(*, new_bugs: int, repeat_hits: Iterable[int] = (), valid: bool, unseen: int,
+                    coverage_gain: float = 0.0, seconds: float = 0.0, typical_seconds: float = 0.0,
+                    weights: LowWeights = LowWeights()) -> Terms:
     """Reward of one test.
 
-    ``bugs`` counts the test's distinct credible root causes (a crash is one; noise is never
-    counted: it earns nothing), ``new_bugs`` those the run root had never seen; the rest are repeats.
-    Only an invalid test costs anything, and time if its weight is set (``seconds``: the test's
-    generation and execution time).
+    ``new_bugs`` counts the test's credible root causes the run root had never seen; ``repeat_hits``
+    holds, per known credible root cause of the test, how often the run has hit it (this test
+    included). Noise is never counted: it earns nothing. Both bug terms are scaled by
+    :func:`time_factor` of the test's ``seconds`` (generation and execution) against
+    ``typical_seconds`` (the run's mean so far). Only an invalid test costs anything, and time if its
+    weight is set.
     """
-    repeated = max(0, bugs - new_bugs)
+    factor = time_factor(seconds, typical_seconds, weights.time_norm)
     return Terms((
-        ("new_bug", weights.new_bug * new_bugs),
-        ("repeated_bug", weights.repeated_bug * repeated),
+        ("new_bug", weights.new_bug * new_bugs * factor),
+        ("repeated_bug", weights.repeated_bug * repeats_value(repeat_hits) * factor),
         ("invalid", 0.0 if valid else -weights.invalid),
         ("novelty", weights.novelty * novelty(unseen)),
         ("coverage", weights.coverage * max(0.0, coverage_gain)),
@@ -118,11 +140,14 @@ def speed(tests_per_s: float, reference: float) -> float:
     return min(max(0.0, tests_per_s) / reference, 2.0) if reference > 0 else 0.0
 
 
-def high_level_terms(*, new_bugs: int, validity_ratio: float, coverage_growth: float, new_tokens: int,
-                     times_tried_before: int, tests_per_s: float, weights: HighWeights = HighWeights()) -> Terms:
-    """Reward of one big epoch (its tests, the dimension set it freed, its speed)."""
+def high_level_terms(*, new_bugs: int, repeats: float = 0.0, validity_ratio: float, coverage_growth: float,
+                     new_tokens: int, times_tried_before: int, tests_per_s: float,
+                     weights: HighWeights = HighWeights()) -> Terms:
+    """Reward of one big epoch (its tests, the dimension set it freed, its speed); ``repeats``: the
+    :func:`repeats_value` of the known root causes its tests hit, summed."""
     return Terms((
         ("new_bug", weights.new_bug * new_bugs),
+        ("repeated_bug", weights.repeated_bug * repeats),
         ("validity", weights.validity * validity_ratio),
         ("coverage", weights.coverage * max(0.0, coverage_growth)),
         ("new_tokens", weights.new_tokens * novelty(new_tokens)),

@@ -55,6 +55,8 @@ class LogHistory:
     signatures: set[str] = field(default_factory=set)
     bugs: set[str] = field(default_factory=set)  # credible root causes (keys)
     noise: set[str] = field(default_factory=set)  # root causes of noise (keys)
+    bug_hits: Counter = field(default_factory=Counter)  # credible root cause -> tests that hit it
+    big_epochs: int = 0  # big_epoch lines
     elapsed_s: float = 0.0  # campaign time: per session, from its start/resume line to its last line
 
 
@@ -83,7 +85,12 @@ def read_history(path: Path) -> LogHistory:
             history.last_index = max(history.last_index, int(event["index"]))
             history.verdicts[event["verdict"]] += 1
             history.signatures.update(event.get("findings", ()))
+            credible = set()
             for key, noisy in zip(event.get("root_causes", ()), event.get("noise", ())):
-                (history.noise if noisy else history.bugs).add(key)
+                (history.noise if noisy else credible).add(key)
+            history.bugs |= credible
+            history.bug_hits.update(credible)
+        elif event["event"] == "big_epoch":
+            history.big_epochs += 1
     history.elapsed_s += session[1] - session[0] if session else 0.0
     return history

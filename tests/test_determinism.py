@@ -24,7 +24,7 @@ from higen.generation.timeout import GenTimeout
 from higen.modes import Plan
 from higen.oracle import Verdict
 from higen.regenerate import case_digest
-from higen.rewards import RewardConfig
+from higen.rewards import HighWeights, RewardConfig
 from higen.run_dir import RunLog
 from higen.strategies import RandomStrategy
 
@@ -61,7 +61,8 @@ def test_regenerate_rebuilds_logged_tests_and_a_hang_is_a_finding(tmp_path):
     with Engine(settings, run_dir) as engine, make_progress(Console(stderr=True), enabled=False) as progress:
         engine.start()
         strategy = RandomStrategy(5, engine.ops(), GenConfig(max_nodes=5), small_epochs=3)
-        summary = run_campaign(CampaignState(engine, RewardConfig(), 3, Budget(2)), strategy, 6, log, progress)
+        rewards = RewardConfig(high=HighWeights(validity=1.0, diversity=0.5))  # off by default
+        summary = run_campaign(CampaignState(engine, rewards, 3, Budget(2)), strategy, 6, log, progress)
         # a generation that overruns its limit: an invalid test with its own reason, counted
         engine.generator.timeout = GenTimeout(ceiling_s=0.0, min_samples=0)  # expired before any answer
         hung = engine.run_one(GenConfig(seed=7, max_nodes=5))

@@ -156,3 +156,40 @@ def test_nnsmith_default_strategy_changes_only_the_seed():
     plain = {json.dumps({k: v for k, v in c.to_json().items() if k not in ("seed", "extra")}, sort_keys=True)
              for c in configs}
     assert len(plain) == 1 and json.loads(plain.pop())["max_nodes"] == base.max_nodes
+
+
+def test_the_policy_learns_a_small_action_and_the_rest_is_drawn_as_the_baseline_draws_it(decoder):
+    """SAC's action covers the learned dimensions only (7 numbers instead of ~100); every other block
+    is a uniform draw in [-1, 1] from a generator seeded like the random baseline's, so what the
+    policy leaves to chance (operators, dtypes, ranks, sizes) has the baseline's distribution."""
+    from higen.generation.decoder import LEARNED, PartialAction
+
+    partial = PartialAction(decoder, LEARNED, seed=4)
+    assert partial.learned == ("max_nodes", "method", "vulnerable_ops", "input_search")
+    assert partial.size == 1 + len(METHODS) + 1 + 1 == 7
+    high = np.ones(partial.size)
+    config = partial.decode(high, ALL, seed=1)  # the learned blocks come from the action
+    assert (config.max_nodes, config.method, config.vulnerable_ops, config.input_search) == \
+           (decoder.nodes_range[1], METHODS[0], True, True)
+    uniform = np.setdiff1d(np.arange(decoder.size), partial.positions)
+    full = PartialAction(decoder, LEARNED, seed=4).full(high)
+    assert np.array_equal(full[partial.positions], high)
+    assert np.array_equal(full[uniform], np.random.default_rng(4).uniform(-1.0, 1.0, decoder.size)[uniform])
+    with pytest.raises(ValueError, match="learns 7"):
+        partial.full(np.ones(decoder.size))
+
+    # the same distribution of operator sets as the random baseline's (which decodes a uniform vector)
+    random = RandomStrategy(4, OPS, decoder.base)
+    ours = [len(partial.decode(high, ["ops"], seed=0).ops) for _ in range(300)]
+    theirs = [len(decoder.decode(random.rng.uniform(-1.0, 1.0, decoder.size), ["ops"], seed=0).ops)
+              for _ in range(300)]
+    assert abs(np.mean(ours) - np.mean(theirs)) < 0.05 * len(OPS)
+    assert abs(np.mean(ours) - len(OPS) / 2) < 0.05 * len(OPS) and np.std(ours) > 1
+
+    everything = PartialAction(decoder, ALL, seed=4)  # learning every dimension: the decoder itself, no draw
+    action = np.random.default_rng(2).uniform(-1, 1, decoder.size)
+    state = everything.rng.bit_generator.state
+    assert everything.decode(action, ALL, 3) == decoder.decode(action, ALL, 3)
+    assert everything.rng.bit_generator.state == state
+    with pytest.raises(ValueError, match="at least one dimension"):
+        PartialAction(decoder, [], seed=0)

@@ -16,9 +16,11 @@ from higen.envs.low import CompilerFuzzEnv
 from higen.generation.config import GenConfig
 from higen.generation.decoder import DIMENSIONS, ActionDecoder, dimension_mask
 from higen.modes import normal_plan
-from higen.rewards import RewardConfig
+from higen.rewards import HighWeights, LowWeights, RewardConfig
 
 BASE = GenConfig(max_nodes=3)
+#: the novelty and diversity terms on (off by default), so that every test and epoch earns something
+REWARDS = RewardConfig(low=LowWeights(novelty=0.5), high=HighWeights(diversity=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def engine(tmp_path_factory):
 
 def make_envs(engine, small_epochs: int = 3) -> tuple[CompilerFuzzEnv, HighLevelEnv]:
     decoder = ActionDecoder(engine.ops(), BASE)
-    state = CampaignState(engine, RewardConfig(), small_epochs, Budget(big_epochs=10))
+    state = CampaignState(engine, REWARDS, small_epochs, Budget(big_epochs=10))
     low = CompilerFuzzEnv(state, decoder)
     return low, HighLevelEnv(low, horizon=10)
 

@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import higen.main
 
 RL = [sys.executable, "-m", "higen.main", "--compiler", "ort", "--small-epochs", "4", "--max-nodes", "4",
       "--net-arch", "8", "--ppo-steps", "2", "--learning-starts", "2", "--no-progress",
-      "--reward", "high.tests_per_s=0"]  # the speed term is the one wall-clock input to a decision
+      "--reward", "high.tests_per_s=0", "--reward", "low.time_norm=0"]  # the wall-clock inputs to a decision
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
 
 
@@ -87,10 +89,28 @@ def test_rl_run_checkpoints_resumes_and_repeats_its_decisions(tmp_path):
 
 
 
+def test_checkpoints_every_n_big_epochs_and_a_small_sac_action_trained_every_k_tests(tmp_path):
+    rl_run("--big-epochs", 5, "--checkpoint-every", 3, "--sac-train-every", 3, "--run-root", tmp_path,
+           "--no-session-subdir")
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("ckpt-"))
+    assert kept == ["ckpt-000003-000000012", "ckpt-000005-000000020"]  # every 3 big epochs, and the end
+    state = latest_state(tmp_path)
+    assert state["reason"] == "end" and state["settings"]["checkpoint_every"] == 3
+    assert state["settings"]["sac_learned"] == ["max_nodes", "method", "vulnerable_ops", "input_search"]
+    # one gradient step per 3 tests once 2 tests are in: at most 6 of the 20 tests' update calls train
+    assert state["models"]["sac_low"]["_n_updates"] == (19 - 2 + 2) // 3 == 6
+    folder = tmp_path / "checkpoints" / kept[-1]
+    with np.load(folder / "replay_buffer.npz", allow_pickle=False) as buffer:
+        assert buffer["actions"].shape[-1] == 7  # SAC's action: the four learned dimensions' blocks
+    assert "uniform_blocks" in state["rng"]  # the generator of the other blocks resumes where it was
+
+
 def test_bad_rl_flags_end_in_one_line(tmp_path, capsys):
     for flags, message in ((["--reward", "low.surprise=1"], "unknown low-level weight 'surprise'"),
                            (["--reward-config", str(tmp_path / "absent.toml")], "cannot read it"),
                            (["--ppo-steps", "1"], "--ppo-steps must be at least 2"),
+                           (["--sac-learns", "ops,colour"], "unknown dimensions ['colour']"),
+                           (["--checkpoint-every", "0"], "--checkpoint-every must be positive"),
                            (["--net-arch", "64,x"], "--net-arch '64,x'")):
         assert higen.main.main([*flags, "--run-root", str(tmp_path / "runs")]) == 2
         lines = capsys.readouterr().err.strip().splitlines()

@@ -25,7 +25,7 @@ from higen.scale.engine import ParallelEngine
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
 RL = ["--compiler", "ort", "--max-nodes", "4", "--net-arch", "8", "--ppo-steps", "2", "--learning-starts", "2",
-      "--reward", "high.tests_per_s=0"]  # the speed term is the one wall-clock input to a decision
+      "--reward", "high.tests_per_s=0", "--reward", "low.time_norm=0"]  # the wall-clock inputs to a decision
 VOLATILE = {"time", "created", "first_seen", "last_seen", "timings", "versions", "environment", "files", "wall_s",
             "compile_s", "run_s", "gen_s"}
 

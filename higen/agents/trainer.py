@@ -4,9 +4,11 @@ per test), both driven by Stable-Baselines3's own ``learn``.
 Nested design (docs/rewards.md, "Training loop"): ``PPO.learn`` steps the HighLevelEnv; each of its
 steps frees the chosen dimensions and calls ``SAC.learn(small_epochs, reset_num_timesteps=False)``
 on the CompilerFuzzEnv, whose episode is that big epoch (one test per SAC step, one gradient step per
-test after ``learning_starts``). A PPO callback logs the big epoch, writes TensorBoard scalars and a
-checkpoint, and stops PPO at the budget; a SAC callback stops a big epoch early when the test or
-time budget is spent. Ctrl-C writes a checkpoint too; ``resume`` continues from the newest one.
+``sac_train_every`` tests after ``learning_starts``; SAC's action covers the ``sac_learned``
+dimensions, the others are drawn uniformly as the random baseline draws them). A PPO callback logs
+the big epoch, writes TensorBoard scalars and, every ``checkpoint_every`` big epochs, a checkpoint,
+and stops PPO at the budget; a SAC callback stops a big epoch early when the test or time budget is
+spent. The end and Ctrl-C write a checkpoint too; ``resume`` continues from the newest one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from higen.engine_api import FuzzEngine
 from higen.envs.high import HighLevelEnv
 from higen.envs.low import CompilerFuzzEnv
 from higen.generation.config import GenConfig
-from higen.generation.decoder import ActionDecoder
+from higen.generation.decoder import DIMENSIONS, LEARNED, ActionDecoder, PartialAction
 from higen.rewards import RewardConfig, Terms
 from higen.run_dir import LogHistory, RunLog
 
@@ -51,14 +53,23 @@ class AgentSettings:
     sac_batch_size: int = 64
     sac_buffer_size: int = 10_000
     sac_gamma: float = 0.5  # a test's reward is mostly its own; only novelty links tests
+    sac_train_every: int = 4  # tests per SAC gradient step (a step cost ~16 ms of a ~150 ms test)
+    sac_ent_coef: str = "auto_0.05"  # SB3's entropy tuning from 0.05: at 1.0 the bonus drowned the reward
+    sac_learned: tuple[str, ...] = LEARNED  # dimensions SAC sets; the others are drawn uniformly
+    checkpoint_every: int = 10  # big epochs between checkpoints (and one at the start, end and Ctrl-C)
     window: int = 32  # tests in the low level's moving-window rates
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "net_arch": list(self.net_arch)}
+        return {**asdict(self), "net_arch": list(self.net_arch), "sac_learned": list(self.sac_learned)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "AgentSettings":
-        return cls(**{**data, "net_arch": tuple(data["net_arch"])})
+        data = {**LEGACY_SETTINGS, **data}
+        return cls(**{**data, "net_arch": tuple(data["net_arch"]), "sac_learned": tuple(data["sac_learned"])})
+
+
+#: What a checkpoint written before these settings existed ran with: it resumes as it ran.
+LEGACY_SETTINGS = {"sac_train_every": 1, "sac_ent_coef": "auto", "sac_learned": DIMENSIONS, "checkpoint_every": 1}
 
 
 @dataclass
@@ -128,6 +139,7 @@ class HierarchicalTrainer:
         self.engine, self.run_dir, self.settings, self.log = engine, Path(run_dir), settings, log
         self.context = context or {}  # recorded in checkpoints (e.g. the command line), for resume
         self.decoder = ActionDecoder(engine.ops(), base)
+        self.actions = PartialAction(self.decoder, settings.sac_learned, settings.seed)
         self.state = CampaignState(engine, rewards, settings.small_epochs, budget, settings.window)
         #: called after every test with its result and reward terms (logging, progress display)
         self.on_test: Callable[[TestResult, Terms], None] | None = None
@@ -135,10 +147,10 @@ class HierarchicalTrainer:
         if engine.workers > 1:  # one sub-env per pipeline (higen.scale.vecenv)
             from higen.scale.vecenv import FlatReplayBuffer, ParallelFuzzEnv
 
-            self.low = ParallelFuzzEnv(self.state, self.decoder, engine.workers)
+            self.low = ParallelFuzzEnv(self.state, self.actions, engine.workers)
             buffer = {"replay_buffer_class": FlatReplayBuffer}
         else:
-            self.low, buffer = CompilerFuzzEnv(self.state, self.decoder), {}
+            self.low, buffer = CompilerFuzzEnv(self.state, self.actions), {}
         self.high = HighLevelEnv(self.low, horizon=budget.big_epochs, run_epoch=self._low_epoch)
         policy = {"net_arch": list(settings.net_arch)}
         self.ppo = PPO("MlpPolicy", self.high, n_steps=settings.ppo_n_steps, batch_size=settings.ppo_n_steps,
@@ -146,8 +158,8 @@ class HierarchicalTrainer:
                        policy_kwargs=policy, seed=settings.seed, device=settings.device, verbose=0)
         self.sac = SAC("MlpPolicy", self.low, buffer_size=settings.sac_buffer_size,
                        learning_starts=settings.sac_learning_starts, batch_size=settings.sac_batch_size,
-                       gamma=settings.sac_gamma, train_freq=1, gradient_steps=0, policy_kwargs=policy,
-                       seed=settings.seed + 1, device=settings.device, verbose=0, **buffer)
+                       gamma=settings.sac_gamma, train_freq=1, gradient_steps=0, ent_coef=settings.sac_ent_coef,
+                       policy_kwargs=policy, seed=settings.seed + 1, device=settings.device, verbose=0, **buffer)
         tb = self.run_dir / "tb"
         self.ppo.set_logger(configure(str(tb / "ppo_high"), ["tensorboard"]))
         self.sac.set_logger(configure(str(tb / "sac_low"), ["tensorboard"]))
@@ -167,13 +179,16 @@ class HierarchicalTrainer:
                        reset_num_timesteps=False, progress_bar=False)
 
     def _sac_update(self) -> None:
-        """SAC's one gradient step per test, done while the generator builds the test (SAC itself is
-        built with ``gradient_steps=0``): the same updates on the same replay data as SB3's
-        ``gradient_steps=1``, but the action of test i+1 is chosen just before the update that test
-        i's transition allows instead of just after (one update of lag), and the update costs no
-        wall time."""
-        if self.sac.num_timesteps > self.sac.learning_starts and self.sac.replay_buffer.size() > 0:
-            self.sac.train(gradient_steps=1, batch_size=self.sac.batch_size)
+        """SAC's gradient step, one per ``sac_train_every`` tests, done while the generator builds a
+        test (SAC itself is built with ``gradient_steps=0``). With ``sac_train_every=1``: the same
+        updates on the same replay data as SB3's ``gradient_steps=1``, but the action of test i+1 is
+        chosen just before the update that test i's transition allows instead of just after (one
+        update of lag). Called once per test (a vectorized low level calls it once per test in
+        flight): it steps while SAC's update counter is behind the updates due, one per call."""
+        sac, every = self.sac, self.settings.sac_train_every
+        due = max(0, (sac.num_timesteps - sac.learning_starts + every - 1) // every)
+        if sac._n_updates < due and sac.replay_buffer.size() > 0:
+            sac.train(gradient_steps=1, batch_size=sac.batch_size)
 
     def _test_done(self, result: TestResult, terms: Terms) -> None:
         if self.on_test is not None:
@@ -193,7 +208,8 @@ class HierarchicalTrainer:
         for key, value in summary["high_reward"].items():
             self.tb.record(f"higen/high_reward/{key}", value)
         self.tb.dump(step)
-        self.save("epoch")
+        if step % self.settings.checkpoint_every == 0:
+            self.save("epoch")
 
     # -- running ------------------------------------------------------------------------------
     def train(self) -> TrainSummary:
@@ -222,6 +238,7 @@ class HierarchicalTrainer:
                         "low_env": ckpt.generator_state(self.low.np_random),
                         "high_env": ckpt.generator_state(self.high.np_random),
                         "low_actions": ckpt.generator_state(self.sac.action_space.np_random),
+                        "uniform_blocks": ckpt.generator_state(self.actions.rng),
                         "high_actions": ckpt.generator_state(self.ppo.action_space.np_random)}}
         with _interrupts_held() as caught:
             path = ckpt.write_checkpoint(self.run_dir / "checkpoints", tag, {"ppo_high": self.ppo, "sac_low": self.sac},
@@ -252,4 +269,6 @@ class HierarchicalTrainer:
         ckpt.set_generator_state(self.low.np_random, rng["low_env"])
         ckpt.set_generator_state(self.high.np_random, rng["high_env"])
         ckpt.set_generator_state(self.sac.action_space.np_random, rng["low_actions"])
+        if "uniform_blocks" in rng:  # a checkpoint of a run whose SAC learned every dimension lacks it
+            ckpt.set_generator_state(self.actions.rng, rng["uniform_blocks"])
         ckpt.set_generator_state(self.ppo.action_space.np_random, rng["high_actions"])

@@ -15,6 +15,7 @@ from higen.cli.coverage import add_coverage_flags, coverage_settings_from_args
 from higen.cli.parsing import OneLineParser
 from higen.errors import UserError
 from higen.generation.config import INPUT_STRATEGIES, GenConfig
+from higen.generation.decoder import DIMENSIONS, LEARNED, free_names
 from higen.numerics.inputs import with_inputs
 from higen.oracle import DEFAULT_TOLERANCES, NAN_POLICIES, Tolerance
 from higen.workers import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_RECYCLE_AFTER
@@ -71,6 +72,12 @@ def run_parser() -> OneLineParser:
     rl.add_argument("--net-arch", default="64,64", help="hidden layer sizes of both policies, e.g. 64,64")
     rl.add_argument("--ppo-steps", type=int, default=4, help="big epochs per PPO update (>= 2)")
     rl.add_argument("--learning-starts", type=int, default=10, help="uniform-random tests before SAC learns")
+    rl.add_argument("--sac-train-every", type=int, default=4, metavar="K", help="tests per SAC gradient step")
+    rl.add_argument("--sac-learns", default=",".join(LEARNED), metavar="DIMS",
+                    help=f"dimensions SAC sets, comma-separated, or all (the others are drawn uniformly, as the "
+                         f"random baseline draws them; choose from {','.join(DIMENSIONS)})")
+    rl.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
+                    help="big epochs between RL checkpoints (also one at the start, the end and on Ctrl-C)")
     out = p.add_argument_group("output")
     out.add_argument("--run-root", type=Path, default=Path("runs"))
     out.add_argument("--no-session-subdir", action="store_true", help="write into --run-root itself")
@@ -116,7 +123,8 @@ UNLIMITED_BIG_EPOCHS = 10**9
 #: Flags a resumed run takes from its checkpoint; giving another value is an error.
 RESUME_LOCKED = ("strategy", "inputs", "compiler", "diff_backends", "diff_device", "diff_rtol", "diff_atol", "nan_policy",
                  "small_epochs", "seed", "max_nodes", "reward_config", "reward", "net_arch", "ppo_steps",
-                 "learning_starts", "run_root", "no_session_subdir")
+                 "learning_starts", "sac_train_every", "sac_learns", "checkpoint_every", "run_root",
+                 "no_session_subdir")
 
 
 def resumed_args(args: argparse.Namespace, argv: list[str]):
@@ -153,6 +161,20 @@ def parse_net_arch(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def parse_learned(text: str) -> tuple[str, ...]:
+    """``--sac-learns``: dimension names separated by commas, or ``all``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if names == ["all"]:
+        return DIMENSIONS
+    try:
+        learned = free_names(names)
+    except ValueError as error:
+        raise UserError(f"--sac-learns {text!r}: {error}") from None
+    if not learned:
+        raise UserError(f"--sac-learns {text!r}: name at least one of {','.join(DIMENSIONS)}, or all")
+    return learned
+
+
 def check_run_args(args: argparse.Namespace) -> None:
     """Refuse impossible values in one line; fill the big epochs when not given: enough for --max-tests,
     no limit when only --max-seconds is given, else the default."""
@@ -162,7 +184,7 @@ def check_run_args(args: argparse.Namespace) -> None:
         else:
             args.big_epochs = UNLIMITED_BIG_EPOCHS if args.max_seconds else DEFAULT_BIG_EPOCHS
     for flag in ("max_tests", "big_epochs", "small_epochs", "max_nodes", "timeout", "tvm_timeout", "max_seconds",
-                 "workers"):
+                 "workers", "sac_train_every", "checkpoint_every"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, not {value}")
@@ -174,6 +196,7 @@ def check_run_args(args: argparse.Namespace) -> None:
     if args.ppo_steps < 2:
         raise UserError(f"--ppo-steps must be at least 2, not {args.ppo_steps}")
     parse_net_arch(args.net_arch)
+    parse_learned(args.sac_learns)
     if args.device == "cuda":  # SB3 would fall back to the CPU silently
         import torch
 
@@ -199,7 +222,9 @@ def make_trainer(args, engine, run_dir: Path, rewards, base: GenConfig, log, con
 
     agent = (AgentSettings.from_json(saved["settings"]) if saved else
              AgentSettings(seed=args.seed, small_epochs=args.small_epochs, net_arch=parse_net_arch(args.net_arch),
-                           device=args.device, ppo_n_steps=args.ppo_steps, sac_learning_starts=args.learning_starts))
+                           device=args.device, ppo_n_steps=args.ppo_steps, sac_learning_starts=args.learning_starts,
+                           sac_train_every=args.sac_train_every, sac_learned=parse_learned(args.sac_learns),
+                           checkpoint_every=args.checkpoint_every))
     return HierarchicalTrainer(engine, run_dir, agent, rewards, run_budget(args), base, log, context)
 
 

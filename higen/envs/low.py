@@ -11,7 +11,7 @@ from gymnasium.envs.registration import EnvSpec
 
 from higen.campaign_state import RATE_NAMES, CampaignState
 from higen.engine import TestResult
-from higen.generation.decoder import DIMENSIONS, ActionDecoder, describe_config
+from higen.generation.decoder import DIMENSIONS, ActionDecoder, PartialAction, describe_config
 from higen.rewards import Terms
 
 LOW_OBS_SIZE = len(DIMENSIONS) + len(RATE_NAMES) + 2
@@ -37,7 +37,8 @@ class EpisodeEnv(gym.Env):
 
 
 class CompilerFuzzEnv(EpisodeEnv):
-    """Action ``Box(-1, 1, (k,))``: decoded by ``decoder`` into a config, free dimensions only.
+    """Action ``Box(-1, 1, (k,))``: decoded by ``decoder`` into a config, free dimensions only (a
+    PartialAction: the learned dimensions' blocks only, the others drawn uniformly).
 
     Observation (all in [0, 1]): the free-dimension mask, moving-window rates of validity, findings,
     new signatures, token novelty and coverage growth, progress within the big epoch, campaign
@@ -45,7 +46,7 @@ class CompilerFuzzEnv(EpisodeEnv):
     the run's budget is spent). The test seed comes from this env's seeded ``np_random``.
     """
 
-    def __init__(self, state: CampaignState, decoder: ActionDecoder):
+    def __init__(self, state: CampaignState, decoder: ActionDecoder | PartialAction):
         self.state = state
         self.decoder = decoder
         #: work to do while the generator builds the test (the trainer's SAC update)

@@ -117,6 +117,43 @@ class ActionDecoder:
         return replace(self.base, seed=int(seed), extra={"free": list(names)}, **changes)
 
 
+#: The dimensions the low-level policy learns by default: those whose values changed the rate of
+#: credible bugs in the analysis of the 10-minute campaigns (docs/rewards.md, "What SAC learns").
+LEARNED = ("max_nodes", "method", "vulnerable_ops", "input_search")
+
+
+class PartialAction:
+    """A policy's action over the blocks of some dimensions (``learned``), completed into the
+    decoder's full action vector: every other block is drawn uniformly in [-1, 1], exactly as the
+    random baseline draws its whole vector, from this object's own generator (seeded). So the
+    policy's action is small, and what it leaves to chance has the baseline's distribution. Same
+    interface as the decoder (``size``, ``decode``): an environment takes either."""
+
+    def __init__(self, decoder: ActionDecoder, learned: Iterable[str], seed: int):
+        self.decoder = decoder
+        self.learned = free_names(list(learned))
+        if not self.learned:
+            raise ValueError(f"the policy must learn at least one dimension of {', '.join(DIMENSIONS)}")
+        self.positions = np.concatenate([np.arange(decoder.size)[decoder.blocks[name]] for name in self.learned])
+        self.size = len(self.positions)
+        self.rng = np.random.default_rng(seed)
+
+    def full(self, action: Sequence[float]) -> np.ndarray:
+        """The decoder's action vector: ``action`` in the learned blocks, uniform draws elsewhere (no
+        draw at all when every dimension is learned)."""
+        values = np.asarray(action, dtype=np.float64).reshape(-1)
+        if values.size != self.size:
+            raise ValueError(f"action has {values.size} entries, the policy learns {self.size}")
+        if self.size == self.decoder.size:
+            return values
+        vector = self.rng.uniform(-1.0, 1.0, self.decoder.size)
+        vector[self.positions] = values
+        return vector
+
+    def decode(self, action: Sequence[float], free: Iterable[str] | np.ndarray, seed: int) -> GenConfig:
+        return self.decoder.decode(self.full(action), free, seed)
+
+
 def describe_config(config: GenConfig) -> dict[str, Any]:
     """The decision a config carries: its seed and the values of its free dimensions (for logs)."""
     data = config.to_json()

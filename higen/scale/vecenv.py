@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from higen.campaign_state import CampaignState
 from higen.envs.low import CompilerFuzzEnv, step_info
-from higen.generation.decoder import ActionDecoder
+from higen.generation.decoder import ActionDecoder, PartialAction
 
 SKIPPED = "skipped"  # info key of an idle sub-env
 
@@ -31,7 +31,7 @@ class ParallelFuzzEnv(VecEnv):
     """``num_envs`` copies of CompilerFuzzEnv's spaces over one CampaignState; episodes end together
     (a big epoch), after which the env resets itself as SB3's vectorized envs do."""
 
-    def __init__(self, state: CampaignState, decoder: ActionDecoder, num_envs: int):
+    def __init__(self, state: CampaignState, decoder: ActionDecoder | PartialAction, num_envs: int):
         self.state = state
         self.decoder = decoder
         self.template = CompilerFuzzEnv(state, decoder)  # spaces, spec and the seeded generator of test seeds
