@@ -27,7 +27,7 @@ from bugbench import campaigns, releases  # noqa: E402
 from bugbench.credit import Creditor  # noqa: E402
 from bugbench.entries import (SPLITS, SYMPTOMS, load_builder, load_entries, load_entry, with_output_types,  # noqa: E402
                               write_case, write_repro)
-from bugbench.injected.defects import DEFECTS  # noqa: E402
+from bugbench.injected.defects import DEFECTS, Graph  # noqa: E402
 
 ENTRY = REPO / "experiments" / "bugbench" / "ort-22177"  # Pad -> AveragePool fusion, two small ORT wheels
 
@@ -141,6 +141,29 @@ def test_injected_defects_fire_only_when_all_their_conditions_hold(tmp_path):
         model.graph.input[3].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, feeds["y"].shape))
         equal = creditor.credit(write_case(model, feeds, tmp_path / "equal-ranks"), entry)
         assert not equal.credited and equal.affected == "ok", equal
+
+
+@pytest.mark.parametrize("entry_id", ["ort-inj-conv-clip-f32", "ort-inj-softmax-of-matmul", "ort-inj-pool-after-pad",
+                                      "ort-inj-argextreme-after-transpose"])
+def test_a_two_condition_defect_needs_its_producer_straight_before_it(entry_id):
+    """The medium tier fires on its repro's graph, and not once an Identity separates the trigger
+    node from the producer it needs (the same ops, one condition broken)."""
+    entry = load_entries(only=[entry_id])[0]
+    defect = DEFECTS[entry.injected["defect"]]
+    model, _ = load_builder(entry)()
+    graph = Graph(model)
+    fired = defect.trigger(graph)
+    assert fired is not None
+    position = graph.nodes.index(fired)  # shape inference keeps the node order
+    trigger = model.graph.node[position]
+    cut = trigger.input[0] + "_apart"
+    identity = helper.make_node("Identity", [trigger.input[0]], [cut])
+    trigger.input[0] = cut
+    nodes = list(model.graph.node)
+    nodes.insert(position, identity)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    assert defect.trigger(Graph(model)) is None
 
 
 def test_campaign_crediting_finds_the_first_credited_case_of_a_run(tmp_path):

@@ -1,7 +1,7 @@
 """Injected defects: HiGen's second benchmark tier, bugs we plant ourselves so their ground truth is known.
 
-Each defect is a predicate over the ONNX graph with three or four conditions that must hold at once
-(hard to hit by chance, each reachable from NNSmith's operators) and an effect: ``crash`` (the
+Each defect is a predicate over the ONNX graph with conditions that must hold at once (three or four:
+hard to hit by chance; two: the medium tier; each reachable from NNSmith's operators) and an effect: ``crash`` (the
 session dies with SIGSEGV while it is being created, like a compiler crash) or ``wrong`` (every
 graph output downstream of the trigger node gets 1 added to its first element). They live in
 ``sitecustomize.py`` next to this file, which patches ``onnxruntime.InferenceSession`` only in a
@@ -113,6 +113,33 @@ def reduce_after_transpose_f64(graph: Graph) -> onnx.NodeProto | None:
     return None
 
 
+def fed_by(graph: Graph, ops: set[str], producers: set[str]) -> onnx.NodeProto | None:
+    """The first node of one of ``ops`` whose first input comes straight from one of ``producers``."""
+    return next((node for node in graph.nodes if node.op_type in ops and graph.produced_by(node.input[0]) in producers),
+                None)
+
+
+def conv_clip_f32(graph: Graph) -> onnx.NodeProto | None:
+    """A float32 Clip straight after a Conv (an activation fusion)."""
+    node = fed_by(graph, {"Clip"}, {"Conv"})
+    return node if node is not None and graph.elem_type(node.output[0]) == onnx.TensorProto.FLOAT else None
+
+
+def softmax_of_matmul(graph: Graph) -> onnx.NodeProto | None:
+    """A Softmax straight after a MatMul or Gemm (an attention-like pattern)."""
+    return fed_by(graph, {"Softmax"}, {"MatMul", "Gemm"})
+
+
+def pool_after_pad(graph: Graph) -> onnx.NodeProto | None:
+    """A MaxPool or AveragePool straight after a Pad (a pad-into-pool fusion)."""
+    return fed_by(graph, {"MaxPool", "AveragePool"}, {"Pad"})
+
+
+def argextreme_after_transpose(graph: Graph) -> onnx.NodeProto | None:
+    """An ArgMax or ArgMin straight after a Transpose (an axis remapped by the transpose optimizer)."""
+    return fed_by(graph, {"ArgMax", "ArgMin"}, {"Transpose"})
+
+
 @dataclass(frozen=True)
 class Defect:
     name: str
@@ -124,4 +151,9 @@ DEFECTS = {d.name: d for d in (
     Defect("where-cmp-broadcast", where_cmp_broadcast, "crash"),
     Defect("concat-of-cast", concat_of_cast, "wrong"),
     Defect("reduce-after-transpose-f64", reduce_after_transpose_f64, "wrong"),
+    # two conditions: the medium tier, found in minutes rather than never
+    Defect("conv-clip-f32", conv_clip_f32, "wrong"),
+    Defect("softmax-of-matmul", softmax_of_matmul, "crash"),
+    Defect("pool-after-pad", pool_after_pad, "wrong"),
+    Defect("argextreme-after-transpose", argextreme_after_transpose, "crash"),
 )}
