@@ -138,7 +138,7 @@ class CampaignState:
         tokens = set(result.tokens)
         unseen = unseen_tokens(tokens, self.tokens)
         self.tokens.update(tokens)
-        causes = set(result.bugs) | set(result.new_bugs)
+        causes = set(result.bugs)  # new ones included
         self.cause_hits.update(causes)
         repeat_hits = [self.cause_hits[key] for key in sorted(causes - set(result.new_bugs))]
         gain = float(self.gain_of(result) or 0.0)

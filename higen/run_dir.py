@@ -53,11 +53,15 @@ class LogHistory:
     last_index: int = 0  # the highest test index logged
     verdicts: Counter = field(default_factory=Counter)
     signatures: set[str] = field(default_factory=set)
-    bugs: set[str] = field(default_factory=set)  # credible root causes (keys)
     noise: set[str] = field(default_factory=set)  # root causes of noise (keys)
     bug_hits: Counter = field(default_factory=Counter)  # credible root cause -> tests that hit it
     big_epochs: int = 0  # big_epoch lines
     elapsed_s: float = 0.0  # campaign time: per session, from its start/resume line to its last line
+
+    @property
+    def bugs(self) -> set[str]:
+        """Credible root causes (keys) the run found."""
+        return set(self.bug_hits)
 
 
 def read_history(path: Path) -> LogHistory:
@@ -88,7 +92,6 @@ def read_history(path: Path) -> LogHistory:
             credible = set()
             for key, noisy in zip(event.get("root_causes", ()), event.get("noise", ())):
                 (history.noise if noisy else credible).add(key)
-            history.bugs |= credible
             history.bug_hits.update(credible)
         elif event["event"] == "big_epoch":
             history.big_epochs += 1
