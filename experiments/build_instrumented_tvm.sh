@@ -135,6 +135,7 @@ make_venv() {
     local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
     "$VENV/bin/python" -c 'import cmake, mlc_z3_static' 2>/dev/null \
         || "${pip[@]}" "cmake>=3.26,<4" "mlc-z3-static>=4.16" || die "pip could not install cmake and mlc-z3-static into $VENV"
+    z3_package
     local ffi_commit stamp
     ffi_commit=$(git -C "$SRC/3rdparty/tvm-ffi" rev-parse HEAD)
     stamp="$VENV/.tvm-ffi-$ffi_commit"
@@ -159,6 +160,33 @@ make_venv() {
     say "virtualenv: $VENV ($("$VENV/bin/cmake" --version | head -1))"
 }
 
+# Z3 as TVM's CMake looks for it (z3::libz3), but linked as a shared library: mlc-z3-static's libz3.a
+# is built with a newer GCC than 12 (libtvm_compiler.so then fails to link: undefined
+# std::string::_M_replace_cold, __cxa_call_terminate). The headers stay mlc-z3-static's; the
+# library is z3-solver's libz3.so of the same version (manylinux: it needs only an old libstdc++).
+z3_package() {
+    local site version dir="$VENV/z3-shared"
+    site=$("$VENV/bin/python" -c 'import mlc_z3_static, os; print(os.path.dirname(mlc_z3_static.__file__))')
+    version=$("$VENV/bin/python" -c 'from importlib.metadata import version; import re; print(re.match(r"[0-9]+[.][0-9]+[.][0-9]+", version("mlc-z3-static")).group())')
+    "$VENV/bin/python" -c "import z3, sys; sys.exit(not z3.get_full_version().startswith('Z3 $version'))" 2>/dev/null \
+        || "$VENV/bin/python" -m pip install -q --disable-pip-version-check "z3-solver==$version.0" \
+        || die "pip could not install z3-solver==$version.0 (the version of mlc-z3-static's headers) into $VENV"
+    local lib
+    lib=$("$VENV/bin/python" -c 'import z3, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(z3.__file__), "lib", "libz3.so.*")))[0])')
+    mkdir -p "$dir"
+    cat > "$dir/Z3Config.cmake" <<CMAKE
+# Written by HiGen's build_instrumented_tvm.sh: Z3 $version, headers of mlc-z3-static, z3-solver's libz3.so
+add_library(z3::libz3 SHARED IMPORTED)
+set_target_properties(z3::libz3 PROPERTIES
+  IMPORTED_LOCATION "$lib"
+  INTERFACE_COMPILE_FEATURES "cxx_noexcept"
+  INTERFACE_INCLUDE_DIRECTORIES "$site/static/include")
+set(Z3_FOUND TRUE)
+CMAKE
+    printf 'set(PACKAGE_VERSION "%s")\nset(PACKAGE_VERSION_COMPATIBLE TRUE)\n' "$version" > "$dir/Z3ConfigVersion.cmake"
+    Z3_CONFIG_DIR=$dir
+}
+
 # -- 4. configure ---------------------------------------------------------------------------------------
 configure() {
     local link="--coverage -Wl,-u,__gcov_dump -Wl,-u,__gcov_reset"
@@ -174,7 +202,7 @@ configure() {
         "-DCMAKE_C_FLAGS_RELEASE=$OPT -DNDEBUG" "-DCMAKE_CXX_FLAGS_RELEASE=$OPT -DNDEBUG"
         "-DCMAKE_SHARED_LINKER_FLAGS=$link" "-DCMAKE_MODULE_LINKER_FLAGS=$link"
         -DCMAKE_EXE_LINKER_FLAGS=--coverage
-        "-DUSE_LLVM=$(command -v "$LLVM_CONFIG")" -DUSE_CUDA=OFF -DUSE_Z3=ON
+        "-DUSE_LLVM=$(command -v "$LLVM_CONFIG")" -DUSE_CUDA=OFF -DUSE_Z3=ON "-DZ3_DIR=$Z3_CONFIG_DIR"
         "-DPython3_EXECUTABLE=$VENV/bin/python"
         -DHIDE_PRIVATE_SYMBOLS=OFF -DUSE_GTEST=OFF -DUSE_CCACHE=OFF -DUSE_ALTERNATIVE_LINKER=OFF
         -DSUMMARIZE=ON
@@ -207,21 +235,26 @@ progress() {  # every 5 minutes: objects compiled so far and the disk used
 build() {
     say "building with ninja -j$JOBS ($(ninja -C "$BUILD" -t targets all | grep -c '\.o: ') objects in all, $(find "$BUILD" -name '*.o' | wc -l) there already)"
     progress &
-    local monitor=$!
-    trap 'kill "$monitor" 2>/dev/null' EXIT
+    PROGRESS_MONITOR=$!
+    trap 'kill "$PROGRESS_MONITOR" 2>/dev/null || true' EXIT
     NINJA_STATUS="[%f/%t %es] " ninja -C "$BUILD" -j "$JOBS" \
         || die "ninja stopped (failed or interrupted; see above): run this script again (after a fix), it continues"
-    kill "$monitor" 2>/dev/null || true
+    kill "$PROGRESS_MONITOR" 2>/dev/null || true
 }
 
 # -- 6. check -----------------------------------------------------------------------------------------
 check() {
     local lib
+    # libtvm_runtime.so exports libgcov's __gcov_dump/__gcov_reset; libtvm_compiler.so links against it
+    # and uses those. One dump covers both: libgcov chains every library's counters through the one
+    # exported __gcov_master.
     for lib in "$BUILD/lib/libtvm_compiler.so" "$BUILD/lib/libtvm_runtime.so"; do
         [ -f "$lib" ] || die "$lib was not built"
-        [ "$(nm -D --defined-only "$lib" | grep -cE ' T __gcov_(dump|reset)$')" = 2 ] \
-            || die "$lib does not export __gcov_dump and __gcov_reset: check the linker flags"
+        [ "$(nm -D "$lib" | grep -cE ' [TU] __gcov_(dump|reset)$')" = 2 ] \
+            || die "$lib neither exports nor uses __gcov_dump and __gcov_reset: check the linker flags"
     done
+    [ "$(nm -D --defined-only "$BUILD/lib/libtvm_runtime.so" | grep -cE ' T __gcov_(dump|reset)$')" = 2 ] \
+        || die "$BUILD/lib/libtvm_runtime.so does not export __gcov_dump and __gcov_reset: check the linker flags"
     "$VENV/bin/python" - "$SRC" "$BUILD" <<'EOF' || die "the virtualenv does not import the instrumented build (see above)"
 import os, sys
 src, build = (os.path.realpath(p) for p in sys.argv[1:3])
