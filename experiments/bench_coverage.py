@@ -17,6 +17,15 @@ after a worker restart, .gcno maps cached), ``collect_ms`` median and p90 per te
 read + diff), ``collect_late_ms`` (median over the second half of the tests, when fewer functions run
 for the first time), ``dump_ms`` (libgcov's dump+reset alone) and ``gcovr_s`` (one gcovr run).
 
+gcov on a real instrumented TVM (``--tvm-cov-src/--tvm-cov-build``, the build of
+``experiments/build_instrumented_tvm.sh``; the inner processes run under ``--tvm-cov-python``, the
+build's virtualenv): the same figures per NNSmith model through HiGen's TVM backend (tvm:llvm:O3),
+plus ``plain_ms``/``instrumented_ms``, compile+run of the same models on the apache-tvm wheel and on
+the instrumented build without collection.
+
+    python experiments/bench_coverage.py --skip wheels,gcov --tvm-cov-src ~/.cache/higen/tvm-src \
+        --tvm-cov-build ~/.cache/higen/tvm-cov-build --out experiments/results/bench_coverage_tvm.json
+
 structure: the parent's union update per test, always on (the cost of coverage "off").
 """
 
@@ -131,16 +140,54 @@ def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, pr
         collector._reset()
         dumps.append(1000 * (time.perf_counter() - began))
     counters = sum(o.n_counters for o in collector.objects.values() if o)
-    branches = sum(len(o.keys) for o in collector.objects.values() if o)
+    branches = sum(o.n_branches for o in collector.objects.values() if o)
     data = sum(os.path.getsize(p) for p in collector._gcda_files())
     result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), counters=counters,
                   branches=branches, gcda_bytes=data, problems=collector.problems[:5])
     Path(out_file).write_text(json.dumps(result))
 
 
-def run_inner(args: list[str], log: Path) -> None:
+def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix: str) -> None:
+    from higen.backends.base import Target
+    from higen.backends.tvm import TvmBackend
+    from higen.coverage.gcov import GcovCollector
+    from higen.tensors import load_tensors
+
+    models = json.loads(Path(models_file).read_text())
+    backend = TvmBackend(Target.parse("tvm:llvm:O3"))
+    collector = GcovCollector("gcov_tvm", src, build, prefix)
+    collector.attach(backend)
+    began = time.perf_counter()
+    collector.take_baseline()
+    result = {"first_ms": 1000 * (time.perf_counter() - began)}
+    times, hits, new = [], [], []
+    for case in models:
+        collector.begin()
+        try:
+            backend.run(backend.compile(case["model"]), load_tensors(case["inputs"]))
+        except Exception:  # noqa: BLE001 - an unsupported model still covers its compile attempt
+            pass
+        began = time.perf_counter()
+        found = collector.end()
+        times.append(1000 * (time.perf_counter() - began))
+        hits.append(collector.hit_last)
+        new.append(len(found))
+    dumps = []
+    for _ in range(10):
+        began = time.perf_counter()
+        collector._dump()
+        collector._reset()
+        dumps.append(1000 * (time.perf_counter() - began))
+    objects = [o for o in collector.objects.values() if o]
+    result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), objects=len(objects),
+                  counters=sum(o.n_counters for o in objects), branches=sum(o.n_branches for o in objects),
+                  gcda_bytes=sum(os.path.getsize(p) for p in collector._gcda_files()), problems=collector.problems[:5])
+    Path(out_file).write_text(json.dumps(result))
+
+
+def run_inner(args: list[str], log: Path, python: str = sys.executable) -> None:
     with open(log, "ab") as handle:
-        subprocess.run([sys.executable, __file__, "--inner", *args], stdout=handle, stderr=handle, check=True,
+        subprocess.run([python, __file__, "--inner", *args], stdout=handle, stderr=handle, check=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "TVM_NUM_THREADS": "1"})
 
 
@@ -200,6 +247,41 @@ def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
             "problems": first["problems"]}
 
 
+def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, python: str) -> dict:
+    """gcov on the real instrumented TVM; compile+run on the wheel vs the instrumented build."""
+    from higen.coverage.gcovr import GcovrSampler
+
+    models_file = work / "models.json"
+    models_file.write_text(json.dumps(models))
+    timings = {}
+    for label, interpreter in (("plain", sys.executable), ("instrumented", python)):
+        out = work / f"tvm_{label}.json"
+        run_inner(["wheel", "", "tvm:llvm:O3", str(models_file), str(out)], work / "inner.log", interpreter)
+        timings[label] = statistics.median(r["ms"] for r in json.loads(out.read_text()))
+    data = work / "tvm-gcov-data"
+    out = work / "tvm_gcov.json"
+    run_inner(["tvm-gcov", str(src), str(build), str(models_file), str(out), str(data / "w1")], work / "inner.log", python)
+    first = json.loads(out.read_text())
+    (work / "models3.json").write_text(json.dumps(models[:3]))
+    run_inner(["tvm-gcov", str(src), str(build), str(work / "models3.json"), str(work / "tvm_gcov2.json"),
+               str(data / "w2")], work / "inner.log", python)
+    restart = json.loads((work / "tvm_gcov2.json").read_text())
+    sampler = GcovrSampler("bench", str(src), str(data))
+    sampler.request(len(models))
+    result = sampler.poll(wait=True)
+    collect = sorted(first["collect"])
+    return {"collector": "gcov_tvm", "objects": first["objects"], "branches": first["branches"],
+            "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024, "tests": len(models),
+            "plain_ms": round(timings["plain"], 1), "instrumented_ms": round(timings["instrumented"], 1),
+            "first_ms": round(first["first_ms"], 1), "restart_first_ms": round(restart["first_ms"], 1),
+            "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
+            "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
+            "dump_ms": round(first["dump_ms"], 2), "branches_hit_per_test": round(statistics.mean(first["hit"]), 1),
+            "gcovr_s": round(result.seconds, 2) if result else None,
+            "gcovr_branch_covered": (result.totals or {}).get("branch_covered") if result else None,
+            "problems": first["problems"]}
+
+
 def bench_structure(models: list[dict]) -> dict:
     from higen.coverage.manager import CoverageManager
 
@@ -219,6 +301,8 @@ def main() -> int:
         kind, *rest = sys.argv[2:]
         if kind == "wheel":
             inner_wheel(rest[0] or None, rest[1], rest[2], rest[3])
+        elif kind == "tvm-gcov":
+            inner_tvm_gcov(*rest)
         else:
             inner_gcov(rest[0], rest[1], rest[2], int(rest[3]), rest[4], rest[5])
         return 0
@@ -231,16 +315,24 @@ def main() -> int:
     parser.add_argument("--gcov-functions", type=int, default=30)
     parser.add_argument("--gcov-tests", type=int, default=100)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: wheels,gcov")
+    parser.add_argument("--tvm-cov-src", type=Path, help="an instrumented TVM's source tree: also measure gcov on it")
+    parser.add_argument("--tvm-cov-build", type=Path, help="that TVM's build tree")
+    parser.add_argument("--tvm-cov-python", default=str(Path.home() / ".cache/higen/tvm-cov-venv/bin/python"),
+                        help="the Python whose `import tvm` is that build")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/bench_coverage.json"))
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = []
     with tempfile.TemporaryDirectory(prefix="higen-bench-cov-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
         work = Path(tmp)
-        models = generate_models(work / "models", args.models, args.nodes, args.seed) if "wheels" not in skip else []
-        if models:
+        wheels = "wheels" not in skip
+        models = generate_models(work / "models", args.models, args.nodes, args.seed) \
+            if wheels or args.tvm_cov_build else []
+        if wheels:
             results.append(bench_structure(models))
             results.extend(bench_wheels(models, work, [f for f in args.families.split(",") if f]))
+        if args.tvm_cov_build:
+            results.append(bench_tvm_gcov(models, work, args.tvm_cov_src, args.tvm_cov_build, args.tvm_cov_python))
         if "gcov" not in skip:
             results.append(bench_gcov(work, args.gcov_files, args.gcov_functions, args.gcov_tests))
     for row in results:

@@ -83,7 +83,8 @@ def test_flags(tmp_path):
     settings = coverage_settings_from_args(parser.parse_args(["--coverage", "none"]))
     assert settings.families == () and settings.gcov == {}
     settings = coverage_settings_from_args(parser.parse_args(["--cov-every", "5", "--cov-reset"]))  # auto by default
-    assert "tvm-py" in settings.families and settings.every == 5 and settings.reset
+    assert "tvm-py" in settings.families and settings.every == 5 and settings.reset and settings.final_sample
+    assert not coverage_settings_from_args(parser.parse_args(["--no-final-gcovr"])).final_sample
     with pytest.raises(UserError, match="unknown collector"):
         coverage_settings_from_args(parser.parse_args(["--coverage", "ort,llvm"]))
     with pytest.raises(UserError, match="go together"):

@@ -32,6 +32,9 @@ def add_coverage_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"build tree of that {title} build (holds the .gcno files)")
     group.add_argument("--cov-every", type=int, default=100, metavar="N",
                        help="gcovr totals every N tests, in the background (0: only at the end; default 100)")
+    group.add_argument("--no-final-gcovr", action="store_true",
+                       help="skip gcovr's last run when the campaign ends (on a full TVM build one run takes "
+                            "many minutes; HiGen's own branch union is in coverage_by_steps.csv either way)")
     group.add_argument("--cov-reset", action="store_true",
                        help="zero the gcov counters before the first test: start-up and the op-support probe "
                             "do not count as covered")
@@ -79,7 +82,8 @@ def coverage_settings_from_args(args: argparse.Namespace) -> CoverageSettings:
                                 f"({'apt-get install gcc' if tool == 'gcov' else 'pip install gcovr'})")
     data = getattr(args, "cov_data", None)
     return CoverageSettings(families=families, gcov=gcov, every=every, reset=bool(getattr(args, "cov_reset", False)),
-                            data_dir=str(data) if data else None)
+                            data_dir=str(data) if data else None,
+                            final_sample=not getattr(args, "no_final_gcovr", False))
 
 
 def _has_gcno(directory: Path) -> bool:

@@ -11,8 +11,12 @@ can total them at any time (:class:`higen.coverage.gcovr.GcovrSampler`).
 Cost per test: one dump (libgcov rewrites every ``.gcda`` of the loaded libraries, merging the
 counters into them), one read and byte comparison per file, one vectorized word comparison over the
 files whose counters moved (all at once), and a sparse product from counter deltas to branches.
-Each ``.gcno`` is parsed once per process, the first time its counters are read (cached on tmpfs as
-.npz so a restarted worker does not parse again). Measured figures: docs/coverage.md.
+Each ``.gcno`` is parsed once per build: :func:`warm_branch_maps` parses every one of a build
+before the workers start (in parallel, with progress), into HiGen's cache
+(``<cache>/gcno/<digest>.npz``, keyed by path, size, modification time and source root), and a
+worker loads the maps from there. A branch map holds integers and one string table per object; a
+branch's feature name is formatted only when it is reported for the first time (a real TVM build has
+~2 million branches, whose names as a string array took gigabytes). Measured figures: docs/coverage.md.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -80,7 +87,8 @@ def instrumented_libraries(skip: set[str] | None = None) -> list[tuple[str, obje
 class _Object:
     """What is known about one .gcda/.gcno pair: its branch map and the counters last read."""
 
-    keys: np.ndarray  # branch -> feature name (str array)
+    names: list[str]  # the object's string table: sources and function names
+    branches: np.ndarray  # branch -> (source, function, line, index on the line): int32, names by position
     indptr: np.ndarray  # counter -> its slice of rows/coef: branch count = sum(coef * counter)
     rows: np.ndarray
     coef: np.ndarray
@@ -92,6 +100,16 @@ class _Object:
     counter_low: np.ndarray | None = None  # counter -> word position of its low half (-1: all-zero block)
     word_to_low: np.ndarray | None = None  # word -> position of its counter's low half (-1: not a counter)
     word_to_counter: np.ndarray | None = None  # word -> the collector's (global) counter index, or -1
+
+    @property
+    def n_branches(self) -> int:
+        return len(self.branches)
+
+    def keys(self, local: np.ndarray) -> list[str]:
+        """Feature names of branches ``local`` (indices into this object's branches)."""
+        names = self.names
+        return [branch_key(names[source], line, names[function], index)
+                for source, function, line, index in self.branches[local].tolist()]
 
 
 SUMMARY_END = 32  # header (4 words) + object summary record (4 words): changes at every dump
@@ -115,7 +133,7 @@ class GcovCollector:
         # the absolute path of its .gcno without the extension.
         os.environ["GCOV_PREFIX"] = self.prefix
         os.environ["GCOV_PREFIX_STRIP"] = "0"
-        self.cache_dir = os.path.join(os.path.dirname(self.prefix), ".gcno-cache")
+        self.cache_dir = str(branch_map_cache())
         self.libraries: list[tuple[str, object, object]] = []
         self._known: set[str] = set()  # mapped paths already looked at
         self._files: list[str] | None = None  # .gcda files (walked again when libraries change)
@@ -130,13 +148,22 @@ class GcovCollector:
         self._stale = False
         self._indptr = np.zeros(1, dtype=np.int64)
         self._rows = self._coef = np.zeros(0, dtype=np.int64)
-        self._keys = np.zeros(0, dtype=str)
+        self._owners: list[_Object] = []  # objects in branch order
+        self._branch_bases = np.zeros(0, dtype=np.int64)  # each owner's first global branch index
         self._reported = np.zeros(0, dtype=bool)
 
     # -- protocol --------------------------------------------------------------------------------
     def attach(self, backend=None) -> None:
-        """Find the instrumented libraries now (they are loaded once the backend exists)."""
+        """Find the instrumented libraries now (they are loaded once the backend exists) and load the
+        branch map of every object of the build, before the worker says it is ready: not inside the
+        first test's timeout."""
         self._attach()
+        for directory, _dirs, files in os.walk(self.build_dir):
+            for name in files:
+                if name.endswith(GCNO):
+                    gcda = self.prefix + os.path.join(directory, name)[: -len(GCNO)] + GCDA
+                    if gcda not in self.objects:
+                        self.objects[gcda] = self._load_object(gcda)
 
     def begin(self, context=None) -> None:
         """Counters are zero here (reset after the previous dump); on the first call, whatever ran
@@ -246,7 +273,16 @@ class GcovCollector:
         self.hit_last = len(taken)
         fresh = taken[~self._reported[taken]]
         self._reported[fresh] = True
-        return set(self._keys[fresh].tolist())
+        return self._names(fresh)
+
+    def _names(self, branches: np.ndarray) -> set[str]:
+        """Feature names of global branch indices, object by object."""
+        owner = np.searchsorted(self._branch_bases, branches, side="right") - 1
+        names: set[str] = set()
+        for index in np.unique(owner).tolist():
+            obj = self._owners[index]
+            names.update(obj.keys(branches[owner == index] - obj.branch_base))
+        return names
 
     @staticmethod
     def _batch_changes(batch: list[tuple[_Object, bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
@@ -331,11 +367,12 @@ class GcovCollector:
             return None
         idents = arrays["idents"].tolist()
         firsts, counts = arrays["first"].tolist(), arrays["count"].tolist()
-        obj = _Object(keys=arrays["keys"], indptr=arrays["indptr"], rows=arrays["rows"], coef=arrays["coef"],
+        obj = _Object(names=_string_table(arrays["names"]), branches=arrays["branches"],
+                      indptr=arrays["indptr"], rows=arrays["rows"], coef=arrays["coef"],
                       counters={i: (f, c) for i, f, c in zip(idents, firsts, counts)}, n_counters=int(sum(counts)),
                       counter_base=self._n_counters, branch_base=self._n_branches)
         self._n_counters += obj.n_counters
-        self._n_branches += len(obj.keys)
+        self._n_branches += obj.n_branches
         self._stale = True
         return obj
 
@@ -349,28 +386,67 @@ class GcovCollector:
         self._indptr = np.concatenate(indptr)
         self._rows = np.concatenate([o.rows + o.branch_base for o in objects] or [np.zeros(0, dtype=np.int64)])
         self._coef = np.concatenate([o.coef for o in objects] or [np.zeros(0, dtype=np.int64)])
-        self._keys = np.concatenate([o.keys for o in objects] or [np.zeros(0, dtype=str)])
+        self._owners = sorted(objects, key=lambda o: o.branch_base)
+        self._branch_bases = np.array([o.branch_base for o in self._owners], dtype=np.int64)
         reported = np.zeros(self._n_branches, dtype=bool)
         reported[: len(self._reported)] = self._reported
         self._reported = reported
         self._stale = False
 
     def _branch_map(self, gcno: str) -> dict[str, np.ndarray]:
-        """The branch map of one object, from the tmpfs cache or by parsing the .gcno."""
-        stat = os.stat(gcno)
-        tag = hashlib.sha1(f"{gcno}|{stat.st_size}|{stat.st_mtime_ns}|{self.src_root}".encode()).hexdigest()[:20]
-        cached = os.path.join(self.cache_dir, tag + ".npz")
-        if os.path.exists(cached):
-            try:
-                with np.load(cached, allow_pickle=False) as archive:
-                    return {name: archive[name] for name in archive.files}
-            except (OSError, ValueError):
-                pass
-        arrays = build_branch_map(gcno, self.src_root)
-        os.makedirs(self.cache_dir, exist_ok=True)
-        with replacing(cached) as temporary, open(temporary, "wb") as out:
-            np.savez(out, **arrays)
-        return arrays
+        return cached_branch_map(gcno, self.src_root, self.cache_dir)
+
+
+# -- branch maps, cached per build --------------------------------------------------------------------
+def branch_map_cache() -> Path:
+    """Where parsed branch maps are kept: ``<HiGen's cache>/gcno``."""
+    from higen.runtimes import cache_root
+
+    return cache_root() / "gcno"
+
+
+def cached_branch_map(gcno: str, src_root: str, cache_dir: str) -> dict[str, np.ndarray]:
+    """The branch map of one object, from the cache or by parsing the .gcno (then cached)."""
+    stat = os.stat(gcno)
+    tag = hashlib.sha1(f"{gcno}|{stat.st_size}|{stat.st_mtime_ns}|{src_root}|{MAP_FORMAT}".encode()).hexdigest()[:20]
+    cached = os.path.join(cache_dir, tag + ".npz")
+    if os.path.exists(cached):
+        try:
+            with np.load(cached, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError):
+            pass
+    arrays = build_branch_map(gcno, src_root)
+    os.makedirs(cache_dir, exist_ok=True)
+    with replacing(cached) as temporary, open(temporary, "wb") as out:
+        np.savez(out, **arrays)
+    return arrays
+
+
+def _warm_one(job: tuple[str, str, str]) -> str | None:
+    try:
+        cached_branch_map(*job)
+    except (GcovFormatError, OSError, ValueError) as error:
+        return f"{job[0]}: {error}"
+    return None
+
+
+def warm_branch_maps(src_root: str, build_dir: str, workers: int = 0,
+                     progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Parse every ``.gcno`` under ``build_dir`` into the cache (those not cached yet), in
+    ``workers`` processes (0: one per core), so that workers load maps instead of parsing them under
+    a test's timeout. ``progress(done, total)`` after each file. Returns the problems found."""
+    src_root, build_dir, cache_dir = os.path.realpath(src_root), os.path.realpath(build_dir), str(branch_map_cache())
+    notes = sorted(os.path.join(d, f) for d, _dirs, files in os.walk(build_dir) for f in files if f.endswith(GCNO))
+    jobs = [(gcno, src_root, cache_dir) for gcno in notes]
+    problems: list[str] = []
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, initializer=os.nice, initargs=(10,)) as pool:
+        for done, problem in enumerate(pool.map(_warm_one, jobs, chunksize=4), start=1):
+            if problem:
+                problems.append(problem)
+            if progress is not None:
+                progress(done, len(jobs))
+    return problems
 
 
 def _read(path: str) -> bytes:
@@ -378,13 +454,25 @@ def _read(path: str) -> bytes:
         return handle.readall()
 
 
+MAP_FORMAT = 2  # bump when build_branch_map's arrays change (cached maps are keyed by it)
+
+
+def _string_table(joined: np.ndarray) -> list[str]:
+    return joined.tobytes().decode().split("\0") if len(joined) else []
+
+
 def build_branch_map(gcno: str, src_root: str) -> dict[str, np.ndarray]:
-    """Arrays describing one object's branches below ``src_root`` (see :class:`_Object`)."""
+    """Arrays describing one object's branches below ``src_root`` (see :class:`_Object`): ``names``
+    (its sources and function names, UTF-8, NUL-separated), ``branches`` (n x 4 int32: source,
+    function, line, index on the line), and the counter-to-branch map."""
     root = os.path.realpath(src_root) + os.sep
     notes = parse_gcno(gcno)
     branches, counters = branches_of(notes, lambda source: source.startswith(root))
-    keys = np.array([branch_key(b.source[len(root):], b.line, b.function, b.index) for b in branches] or [""],
-                    dtype=str)[: len(branches)]
+    position: dict[str, int] = {}
+    table = np.array([(position.setdefault(b.source[len(root):], len(position)),
+                       position.setdefault(b.function, len(position)), b.line, b.index) for b in branches],
+                     dtype=np.int32).reshape(-1, 4)
+    names = np.frombuffer("\0".join(position).encode(), dtype=np.uint8)
     n_counters = sum(count for _, count in counters.values())
     triples = [(counter, row, coef) for row, b in enumerate(branches) for counter, coef in b.terms.items()]
     cols = np.array([t[0] for t in triples], dtype=np.int64)
@@ -394,7 +482,7 @@ def build_branch_map(gcno: str, src_root: str) -> dict[str, np.ndarray]:
     indptr = np.zeros(n_counters + 1, dtype=np.int64)
     np.cumsum(np.bincount(cols, minlength=n_counters), out=indptr[1:])
     idents = list(counters)
-    return {"keys": keys, "indptr": indptr, "rows": rows, "coef": coef,
+    return {"names": names, "branches": table, "indptr": indptr, "rows": rows, "coef": coef,
             "idents": np.array(idents, dtype=np.int64),
             "first": np.array([counters[i][0] for i in idents], dtype=np.int64),
             "count": np.array([counters[i][1] for i in idents], dtype=np.int64)}

@@ -184,11 +184,31 @@ class CoverageManager:
         return env
 
     def configure(self, pool: Any) -> None:
-        """Give each backend worker its collectors (before the workers are launched)."""
+        """Give each backend worker its collectors (before the workers are launched), after the
+        branch maps of every instrumented build are in the cache."""
+        for runtime in self.samplers:
+            self._warm_branch_maps(runtime)
         for target, variables in self.worker_env().items():
             if target in pool.workers:
                 spec = pool.workers[target].spec
                 spec.env = {**(spec.env or {}), **variables}
+
+    def _warm_branch_maps(self, runtime: str) -> None:
+        """Parse the build's .gcno files not cached yet (minutes once per build: ~600 files for TVM),
+        with a progress bar; a worker then loads them instead of parsing under a test's timeout."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        from higen.coverage.gcov import warm_branch_maps
+
+        build = self.settings.gcov[runtime]
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True) as progress:
+            task = progress.add_task(f"gcov_{runtime}: branch maps of {build.build}", total=None)
+            problems = warm_branch_maps(build.src, build.build,
+                                        progress=lambda done, total: progress.update(task, completed=done, total=total))
+        if problems:
+            count, first = self.errors.get(f"gcov_{runtime}", (0, problems[0]))
+            self.errors[f"gcov_{runtime}"] = (count + len(problems), first)
 
     def enable(self, pool: Any) -> None:
         """From now on every request is measured (call after the op-support probe)."""
