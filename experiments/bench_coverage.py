@@ -12,10 +12,13 @@ differences below a few ms are noise.
 
 gcov: a synthetic instrumented library of ``--gcov-files`` objects (TVM has ~540) with
 ``--gcov-functions`` functions each, built with g++ --coverage; each test calls a random third of the
-objects. Reported: ``first_ms`` (first collection: parses every .gcno), ``restart_first_ms`` (same
-after a worker restart, .gcno maps cached), ``collect_ms`` median and p90 per test (dump + reset +
-read + diff), ``collect_late_ms`` (median over the second half of the tests, when fewer functions run
-for the first time), ``dump_ms`` (libgcov's dump+reset alone) and ``gcovr_s`` (one gcovr run).
+objects. Reported: ``attach_ms`` (a worker's start: load every object's branch map, parsing the
+.gcno files not in the cache, and locate the live counters), ``first_ms`` (the first collection, of
+what start-up ran), the same two after a worker restart (``restart_*``, maps cached),
+``collect_ms`` median and p90 per test (read the live counters, compare, branch product),
+``collect_late_ms`` (median over the second half of the tests, when fewer branches are new),
+``dump_ms`` (libgcov's dump+reset: writing the .gcda files for gcovr, every ``--cov-every`` tests)
+and ``gcovr_s`` (one gcovr run).
 
 gcov on a real instrumented TVM (``--tvm-cov-src/--tvm-cov-build``, the build of
 ``experiments/build_instrumented_tvm.sh``; the inner processes run under ``--tvm-cov-python``, the
@@ -23,7 +26,7 @@ build's virtualenv): the same figures per NNSmith model through HiGen's TVM back
 plus ``plain_ms``/``instrumented_ms``, compile+run of the same models on the apache-tvm wheel and on
 the instrumented build without collection.
 
-    python experiments/bench_coverage.py --skip wheels,gcov --tvm-cov-src ~/.cache/higen/tvm-src \
+    python experiments/bench_coverage.py --skip wheels,gcov,gcovr --tvm-cov-src ~/.cache/higen/tvm-src \
         --tvm-cov-build ~/.cache/higen/tvm-cov-build --out experiments/results/bench_coverage_tvm.json
 
 structure: the parent's union update per test, always on (the cost of coverage "off").
@@ -119,11 +122,12 @@ def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, pr
     entry = [getattr(lib, f"run_{k}") for k in range(len(runs))]
     rng = random.Random(0)
     collector = GcovCollector("gcov_bench", src, build, prefix)
-    collector.attach()
-    result = {"objects": len(entry)}
     began = time.perf_counter()
+    collector.attach()
+    attached = time.perf_counter()
     collector.take_baseline()
-    result["first_ms"] = 1000 * (time.perf_counter() - began)
+    result = {"objects": len(entry), "attach_ms": 1000 * (attached - began),
+              "first_ms": 1000 * (time.perf_counter() - attached)}
     times, hits, new = [], [], []
     for _ in range(tests):
         for call in rng.sample(entry, max(1, len(entry) // 3)):
@@ -136,12 +140,11 @@ def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, pr
     dumps = []
     for _ in range(10):
         began = time.perf_counter()
-        collector._dump()
-        collector._reset()
+        collector.flush()
         dumps.append(1000 * (time.perf_counter() - began))
     counters = sum(o.n_counters for o in collector.objects.values() if o)
     branches = sum(o.n_branches for o in collector.objects.values() if o)
-    data = sum(os.path.getsize(p) for p in collector._gcda_files())
+    data = gcda_bytes(prefix)
     result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), counters=counters,
                   branches=branches, gcda_bytes=data, problems=collector.problems[:5])
     Path(out_file).write_text(json.dumps(result))
@@ -156,10 +159,11 @@ def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix
     models = json.loads(Path(models_file).read_text())
     backend = TvmBackend(Target.parse("tvm:llvm:O3"))
     collector = GcovCollector("gcov_tvm", src, build, prefix)
-    collector.attach(backend)
     began = time.perf_counter()
+    collector.attach(backend)  # loads every object's branch map from the cache (before a worker is ready)
+    attached = time.perf_counter()
     collector.take_baseline()
-    result = {"first_ms": 1000 * (time.perf_counter() - began)}
+    result = {"attach_ms": 1000 * (attached - began), "first_ms": 1000 * (time.perf_counter() - attached)}
     times, hits, new = [], [], []
     for case in models:
         collector.begin()
@@ -175,14 +179,17 @@ def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix
     dumps = []
     for _ in range(10):
         began = time.perf_counter()
-        collector._dump()
-        collector._reset()
+        collector.flush()
         dumps.append(1000 * (time.perf_counter() - began))
     objects = [o for o in collector.objects.values() if o]
     result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), objects=len(objects),
                   counters=sum(o.n_counters for o in objects), branches=sum(o.n_branches for o in objects),
-                  gcda_bytes=sum(os.path.getsize(p) for p in collector._gcda_files()), problems=collector.problems[:5])
+                  gcda_bytes=gcda_bytes(prefix), problems=collector.problems[:5])
     Path(out_file).write_text(json.dumps(result))
+
+
+def gcda_bytes(prefix: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(prefix) for f in files if f.endswith(".gcda"))
 
 
 def run_inner(args: list[str], log: Path, python: str = sys.executable) -> None:
@@ -237,7 +244,8 @@ def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
     collect = sorted(first["collect"])
     return {"collector": "gcov", "objects": first["objects"], "functions": files * functions,
             "branches": first["branches"], "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024,
-            "tests": tests, "build_s": round(build_s, 1), "first_ms": round(first["first_ms"], 1),
+            "tests": tests, "build_s": round(build_s, 1), "attach_ms": round(first["attach_ms"], 1),
+            "first_ms": round(first["first_ms"], 1), "restart_attach_ms": round(restart["attach_ms"], 1),
             "restart_first_ms": round(restart["first_ms"], 1),
             "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
             "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
@@ -247,8 +255,9 @@ def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
             "problems": first["problems"]}
 
 
-def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, python: str) -> dict:
-    """gcov on the real instrumented TVM; compile+run on the wheel vs the instrumented build."""
+def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, python: str, gcovr: bool) -> dict:
+    """gcov on the real instrumented TVM; compile+run on the wheel vs the instrumented build; with
+    ``gcovr``, one gcovr run on the data (tens of minutes on the full build)."""
     from higen.coverage.gcovr import GcovrSampler
 
     models_file = work / "models.json"
@@ -266,20 +275,23 @@ def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, pytho
     run_inner(["tvm-gcov", str(src), str(build), str(work / "models3.json"), str(work / "tvm_gcov2.json"),
                str(data / "w2")], work / "inner.log", python)
     restart = json.loads((work / "tvm_gcov2.json").read_text())
-    sampler = GcovrSampler("bench", str(src), str(data))
-    sampler.request(len(models))
-    result = sampler.poll(wait=True)
+    result = None
+    if gcovr:
+        sampler = GcovrSampler("bench", str(src), str(data))
+        sampler.request(len(models))
+        result = sampler.poll(wait=True)
     collect = sorted(first["collect"])
     return {"collector": "gcov_tvm", "objects": first["objects"], "branches": first["branches"],
             "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024, "tests": len(models),
             "plain_ms": round(timings["plain"], 1), "instrumented_ms": round(timings["instrumented"], 1),
-            "first_ms": round(first["first_ms"], 1), "restart_first_ms": round(restart["first_ms"], 1),
+            "attach_ms": round(first["attach_ms"], 1), "first_ms": round(first["first_ms"], 1),
+            "restart_attach_ms": round(restart["attach_ms"], 1), "restart_first_ms": round(restart["first_ms"], 1),
             "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
             "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
             "dump_ms": round(first["dump_ms"], 2), "branches_hit_per_test": round(statistics.mean(first["hit"]), 1),
             "gcovr_s": round(result.seconds, 2) if result else None,
             "gcovr_branch_covered": (result.totals or {}).get("branch_covered") if result else None,
-            "problems": first["problems"]}
+            "gcovr_error": result.error[-300:] if result else "", "problems": first["problems"]}
 
 
 def bench_structure(models: list[dict]) -> dict:
@@ -314,7 +326,8 @@ def main() -> int:
     parser.add_argument("--gcov-files", type=int, default=540)
     parser.add_argument("--gcov-functions", type=int, default=30)
     parser.add_argument("--gcov-tests", type=int, default=100)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: wheels,gcov")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: wheels,gcov,gcovr (gcovr: on the "
+                        "real TVM build only)")
     parser.add_argument("--tvm-cov-src", type=Path, help="an instrumented TVM's source tree: also measure gcov on it")
     parser.add_argument("--tvm-cov-build", type=Path, help="that TVM's build tree")
     parser.add_argument("--tvm-cov-python", default=str(Path.home() / ".cache/higen/tvm-cov-venv/bin/python"),
@@ -332,13 +345,14 @@ def main() -> int:
             results.append(bench_structure(models))
             results.extend(bench_wheels(models, work, [f for f in args.families.split(",") if f]))
         if args.tvm_cov_build:
-            results.append(bench_tvm_gcov(models, work, args.tvm_cov_src, args.tvm_cov_build, args.tvm_cov_python))
+            results.append(bench_tvm_gcov(models, work, args.tvm_cov_src, args.tvm_cov_build, args.tvm_cov_python,
+                                          "gcovr" not in skip))
         if "gcov" not in skip:
             results.append(bench_gcov(work, args.gcov_files, args.gcov_functions, args.gcov_tests))
     for row in results:
         print(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1, default=str) + "\n")
     with open(args.out.with_suffix(".csv"), "w", newline="") as handle:
         columns = list(dict.fromkeys(k for row in results for k in row if k != "problems"))
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")

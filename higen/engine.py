@@ -248,6 +248,7 @@ class Engine(EngineDriver):
 
     def close(self) -> None:
         self.generator.close()
+        self.coverage.flush(self.pool)
         self.pool.close()
         if self.numerics:
             self.numerics.close()

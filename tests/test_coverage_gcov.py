@@ -102,6 +102,7 @@ def test_per_test_novelty_and_gcovr_totals_agree_with_gcov(library, tmp_path):
         novelty = []
         for step, calls in enumerate(TESTS, start=1):
             new, payload = run_test(worker, manager, step, calls)
+            worker.call({"coverage_flush": True}, 30)  # the .gcda files now hold every test so far
             taken, every = gcov_report(prefix, src, tmp_path / "gcov")
             assert manager.union["gcov_lib"] == taken, f"test {step}: union differs from gcov's report"
             if step == 1:
@@ -129,6 +130,31 @@ def test_per_test_novelty_and_gcovr_totals_agree_with_gcov(library, tmp_path):
     assert summary["branch_covered"] == len(taken) and summary["branch_total"] == len(every)
 
 
+def test_gcda_files_are_written_every_n_tests_and_when_the_campaign_ends(library, tmp_path):
+    """Counters are read from memory per test; libgcov writes the .gcda files (what gcovr totals)
+    every ``every`` tests and on the manager's flush before the workers stop."""
+    src, build, lib = library
+    settings = CoverageSettings(gcov={"lib": GcovBuild(str(src), str(build))}, every=3,
+                                data_dir=str(tmp_path / "data"), final_sample=False)
+    manager = CoverageManager(settings, None, ["lib:w"])
+    worker = start_worker(manager, lib, tmp_path / "logs")
+    prefix = tmp_path / "data" / "lib" / "lib_w"
+    written = []
+    try:
+        for step, calls in enumerate(TESTS[:5], start=1):
+            run_test(worker, manager, step, calls)
+            written.append(gcov_report(prefix, src, tmp_path / "gcov")[0])
+            if step == 3:
+                union_at_dump = set(manager.union["gcov_lib"])
+        assert written[0] == written[1] == set() and written[2] == written[3] == union_at_dump
+        assert union_at_dump < manager.union["gcov_lib"]  # test 5 found more, not written yet
+        manager.flush(SimpleNamespace(workers={"lib:w": worker}))
+        assert gcov_report(prefix, src, tmp_path / "gcov")[0] == manager.union["gcov_lib"]
+    finally:
+        worker.stop()
+        manager.close()
+
+
 def test_reset_drops_what_ran_before_the_first_test(library, tmp_path):
     src, build, lib = library
     settings = CoverageSettings(gcov={"lib": GcovBuild(str(src), str(build))}, every=0, reset=True,
@@ -140,6 +166,7 @@ def test_reset_drops_what_ran_before_the_first_test(library, tmp_path):
         new, payload = run_test(worker, manager, 1, [["classify", 5]])
         assert "baseline" not in payload
         assert not any(k.startswith("other.cpp") for k in manager.union["gcov_lib"])
+        worker.call({"coverage_flush": True}, 30)
         taken, _ = gcov_report(tmp_path / "data" / "lib" / "lib_w", src, tmp_path / "gcov")
         assert taken == manager.union["gcov_lib"] and new["gcov_lib"] == len(taken)
         # Counters are zeroed after every test: the same test again adds nothing and hits the same.

@@ -22,7 +22,7 @@ from typing import Any
 from higen.backends.base import Backend, Target, Unsupported
 from higen.backends.defects import with_defects
 from higen.backends.registry import require_installed, runtime_info
-from higen.coverage.worker import from_env as worker_coverage
+from higen.coverage.worker import from_env as worker_coverage, handle_request
 from higen.runtimes import verify_loaded
 from higen.tensors import load_tensors, save_tensors
 from higen.workers import progress, serve
@@ -99,12 +99,7 @@ def make_handler(target_text: str):
         coverage.attach(backend)
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
-        if coverage is not None:
-            coverage.begin(request)
-        reply, compiled = execute(backend, request, cache)
-        if coverage is not None and (payload := coverage.end(request, compiled)) is not None:
-            reply["coverage"] = payload
-        return reply
+        return handle_request(coverage, request, lambda: execute(backend, request, cache))
 
     return handle, {**backend.describe(), **(verify_loaded(target) if target.version else {})}
 

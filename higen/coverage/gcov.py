@@ -2,15 +2,16 @@
 
 The worker process has the instrumented libraries loaded (e.g. ``libtvm.so`` built with
 ``--coverage``, linked with ``-Wl,-u,__gcov_dump -Wl,-u,__gcov_reset`` so that both are exported).
-Per test :class:`GcovCollector` calls ``__gcov_dump`` (libgcov adds the in-memory counters into the
-``.gcda`` files under ``GCOV_PREFIX``, a private directory on tmpfs) and ``__gcov_reset`` (zeroes the
-in-memory counters), then reads which counters grew since the previous dump and turns them into
-branches taken (see :mod:`higen.coverage.gcov_data`). The ``.gcda`` files stay cumulative, so gcovr
-can total them at any time (:class:`higen.coverage.gcovr.GcovrSampler`).
+Per test :class:`GcovCollector` reads which arc counters grew since the previous test, in memory
+(:mod:`higen.coverage.gcov_memory`), and turns them into branches taken with each object's branch
+map (derived from its ``.gcno``, see :mod:`higen.coverage.gcov_data`). For gcovr's totals
+(:class:`higen.coverage.gcovr.GcovrSampler`) the counters are written into cumulative ``.gcda``
+files under ``GCOV_PREFIX`` (a private directory on tmpfs) every ``dump_every`` tests and when the
+campaign ends: ``__gcov_dump`` adds them to the files, ``__gcov_reset`` zeroes them. Dumping per test
+instead cost ~120 ms on a full TVM build (libgcov merges and rewrites every file).
 
-Cost per test: one dump (libgcov rewrites every ``.gcda`` of the loaded libraries, merging the
-counters into them), one read and byte comparison per file, one vectorized word comparison over the
-files whose counters moved (all at once), and a sparse product from counter deltas to branches.
+Cost per test: a comparison of the live counter arrays with their copy from the previous test (a
+few spans of memory per library) and a sparse product from counter deltas to branches.
 Each ``.gcno`` is parsed once per build: :func:`warm_branch_maps` parses every one of a build
 before the workers start (in parallel, with progress), into HiGen's cache
 (``<cache>/gcno/<digest>.npz``, keyed by path, size, modification time and source root), and a
@@ -31,13 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from higen.coverage.gcov_data import (
-    GcovFormatError,
-    branches_of,
-    counter_values,
-    gcda_blocks,
-    parse_gcno,
-)
+from higen.coverage.gcov_data import GcovFormatError, branches_of, parse_gcno
+from higen.coverage.gcov_memory import LiveCounters, live_functions
 from higen.files import replacing
 
 GCDA, GCNO = ".gcda", ".gcno"
@@ -85,7 +81,7 @@ def instrumented_libraries(skip: set[str] | None = None) -> list[tuple[str, obje
 # -- per-object state ----------------------------------------------------------------------------------
 @dataclass
 class _Object:
-    """What is known about one .gcda/.gcno pair: its branch map and the counters last read."""
+    """One object file of the build: its branch map (from its .gcno)."""
 
     names: list[str]  # the object's string table: sources and function names
     branches: np.ndarray  # branch -> (source, function, line, index on the line): int32, names by position
@@ -96,10 +92,6 @@ class _Object:
     n_counters: int
     counter_base: int = 0  # offsets of this object's counters and branches in the collector's arrays
     branch_base: int = 0
-    data: bytes | None = None  # the .gcda as last read
-    counter_low: np.ndarray | None = None  # counter -> word position of its low half (-1: all-zero block)
-    word_to_low: np.ndarray | None = None  # word -> position of its counter's low half (-1: not a counter)
-    word_to_counter: np.ndarray | None = None  # word -> the collector's (global) counter index, or -1
 
     @property
     def n_branches(self) -> int:
@@ -112,22 +104,25 @@ class _Object:
                 for source, function, line, index in self.branches[local].tolist()]
 
 
-SUMMARY_END = 32  # header (4 words) + object summary record (4 words): changes at every dump
-
-
 class GcovCollector:
     """Per-test branches taken in the instrumented libraries loaded in this process.
 
-    ``end`` returns the branches taken since ``begin`` that this process has not returned before
-    (the manager's union is the same as with every branch taken, and the pipe stays small).
+    ``end`` returns the branches taken since the previous collection that this process has not
+    returned before (the manager's union is the same as with every branch taken, and the pipe stays
+    small). Counters are read live from memory (:mod:`higen.coverage.gcov_memory`); the ``.gcda``
+    files under ``prefix`` are written (``__gcov_dump``, then ``__gcov_reset``) every ``dump_every``
+    collections (0: never on its own) and on :meth:`flush`, so they hold the cumulative counts gcovr
+    totals, up to the last dump.
     """
 
-    def __init__(self, name: str, src_root: str, build_dir: str, prefix: str, reset: bool = False):
+    def __init__(self, name: str, src_root: str, build_dir: str, prefix: str, reset: bool = False,
+                 dump_every: int = 0):
         self.name = name
         self.src_root = os.path.realpath(src_root)
         self.build_dir = os.path.realpath(build_dir)
         self.prefix = os.path.abspath(prefix)
         self.reset_at_start = reset
+        self.dump_every = dump_every
         os.makedirs(self.prefix, exist_ok=True)
         # libgcov reads these at each dump; strip nothing, so a .gcda's path below the prefix is
         # the absolute path of its .gcno without the extension.
@@ -135,12 +130,13 @@ class GcovCollector:
         os.environ["GCOV_PREFIX_STRIP"] = "0"
         self.cache_dir = str(branch_map_cache())
         self.libraries: list[tuple[str, object, object]] = []
+        self._handles: list[ctypes.CDLL] = []
         self._known: set[str] = set()  # mapped paths already looked at
-        self._files: list[str] | None = None  # .gcda files (walked again when libraries change)
-        self.objects: dict[str, _Object | None] = {}  # .gcda path -> state (None: unusable)
-        self.raw: dict[str, bytes] = {}  # .gcda contents left by earlier processes, not parsed yet
+        self.objects: dict[str, _Object | None] = {}  # .gcda path (below the prefix) -> its map (None: unusable)
+        self.live: LiveCounters | None = None  # rebuilt when a library is loaded
         self.problems: list[str] = []
         self.hit_last = 0
+        self.collections = 0
         self._pending_start = True
         # all objects' branch maps, concatenated (rebuilt when an object is added)
         self._n_counters = 0
@@ -154,36 +150,47 @@ class GcovCollector:
 
     # -- protocol --------------------------------------------------------------------------------
     def attach(self, backend=None) -> None:
-        """Find the instrumented libraries now (they are loaded once the backend exists) and load the
-        branch map of every object of the build, before the worker says it is ready: not inside the
-        first test's timeout."""
-        self._attach()
+        """Find the instrumented libraries now (they are loaded once the backend exists), load the
+        branch map of every object of the build and locate the live counters, before the worker says
+        it is ready: not inside the first test's timeout."""
         for directory, _dirs, files in os.walk(self.build_dir):
             for name in files:
                 if name.endswith(GCNO):
                     gcda = self.prefix + os.path.join(directory, name)[: -len(GCNO)] + GCDA
                     if gcda not in self.objects:
                         self.objects[gcda] = self._load_object(gcda)
+        self._attach()
 
     def begin(self, context=None) -> None:
-        """Counters are zero here (reset after the previous dump); on the first call, whatever ran
-        before (imports, start-up) is dumped as *baseline*, or dropped with ``reset``."""
+        """Nothing: a collection reads what grew since the previous one."""
 
     def take_baseline(self) -> set[str]:
-        """Dump what ran since the process started (or since the last collection) as a baseline."""
+        """What ran since the process started (imports, start-up, unmeasured requests) as a
+        baseline, or nothing with ``reset`` (the counters are zeroed instead, and never dumped)."""
         self._attach()
         if self.reset_at_start and self._pending_start:
-            self._reset()
             self._pending_start = False
+            self._reset()
             return set()
         self._pending_start = False
         return self._collect()
 
     def end(self, context=None) -> set[str]:
         self._attach()
-        return self._collect()
+        found = self._collect()
+        self.collections += 1
+        if self.dump_every and self.collections % self.dump_every == 0:
+            self.flush()
+        return found
 
-    # -- libraries and files -----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the counters since the last dump into the .gcda files (for gcovr) and zero them."""
+        self._attach()
+        self._refresh_libraries()
+        self._dump()
+        self._reset()
+
+    # -- libraries ---------------------------------------------------------------------------------
     def _attach(self) -> None:
         if self.libraries:
             return
@@ -191,17 +198,39 @@ class GcovCollector:
         if not self.libraries:
             raise RuntimeError("no loaded library exports __gcov_dump/__gcov_reset: is the instrumented build the "
                                "one imported, and linked with -Wl,-u,__gcov_dump -Wl,-u,__gcov_reset?")
-        for path in self._gcda_files():  # what earlier processes left is the starting point
-            self.raw.setdefault(path, _read(path))
-        self._files = None  # walked again after the first dump
 
     def _refresh_libraries(self) -> None:
         """Pick up instrumented libraries loaded since the last look (plugins, lazy imports)."""
+        added = False
         for path, dump, reset in instrumented_libraries(self._known):
             self._known.add(path)
             if dump is not None:
                 self.libraries.append((path, dump, reset))
-                self._files = None  # its objects will write new .gcda files
+                self._handles.append(ctypes.CDLL(path))
+                added = True
+        if added:
+            self._locate_counters()
+
+    def _locate_counters(self) -> None:
+        """Map every live function's counter array to the collector's counter indices. A new
+        library's counters count from zero: their first read is everything they ran so far."""
+        blocks = []
+        for function in live_functions(self._handles):
+            gcda = self.prefix + function.gcda
+            obj = self.objects.get(gcda, False)
+            if obj is False:
+                obj = self.objects[gcda] = self._load_object(gcda)
+            if obj is None:
+                continue
+            first, count = obj.counters.get(function.ident, (0, -1))
+            if count != function.count:
+                self.problems.append(f"{function.gcda}: function {function.ident} has {function.count} counters in "
+                                     f"memory, {count} in its .gcno (was the build changed?)")
+                continue
+            blocks.append((function.address, count, obj.counter_base + first))
+        previous, self.live = self.live, LiveCounters(blocks)
+        if previous is not None:  # what was read before stays read
+            self.live.adopt(previous)
 
     def _dump(self) -> None:
         for _path, dump, _reset in self.libraries:
@@ -210,53 +239,18 @@ class GcovCollector:
     def _reset(self) -> None:
         for _path, _dump, reset in self.libraries:
             reset()
-
-    def _gcda_files(self) -> list[str]:
-        if self._files is None:
-            found = []
-            for directory, _dirs, files in os.walk(self.prefix):
-                found.extend(os.path.join(directory, f) for f in files if f.endswith(GCDA))
-            self._files = sorted(found)
-        return self._files
+        if self.live is not None:
+            self.live.zeroed()
 
     # -- one collection --------------------------------------------------------------------------------
     def _collect(self) -> set[str]:
         self._refresh_libraries()
-        self._dump()
-        self._reset()
-        moved_parts, amount_parts = [], []
-        batch: list[tuple[_Object, bytes, bytes]] = []  # same layout, some counters moved
-        for path in self._gcda_files():
-            try:
-                data = _read(path)
-            except OSError:
-                self._files = None
-                continue
-            obj = self.objects.get(path, False)
-            if obj is False:
-                obj = self.objects[path] = self._load_object(path)
-            if obj is None:
-                continue
-            old = obj.data
-            if old is not None and len(old) == len(data):
-                if data[SUMMARY_END:] != old[SUMMARY_END:]:
-                    batch.append((obj, data, old))
-                obj.data = data
-                continue
-            found = self._relayout(path, obj, data)
-            if found is not None:
-                moved_parts.append(found[0])
-                amount_parts.append(found[1])
-        if batch:
-            moved, amounts = self._batch_changes(batch)
-            moved_parts.append(moved)
-            amount_parts.append(amounts)
+        moved, amounts = self.live.changes()
         self.hit_last = 0
-        if not moved_parts:
+        if not len(moved):
             return set()
         if self._stale:
             self._rebuild()
-        moved, amounts = np.concatenate(moved_parts), np.concatenate(amount_parts)
         starts, stops = self._indptr[moved], self._indptr[moved + 1]
         lengths = stops - starts
         total = int(lengths.sum())
@@ -283,76 +277,6 @@ class GcovCollector:
             obj = self._owners[index]
             names.update(obj.keys(branches[owner == index] - obj.branch_base))
         return names
-
-    @staticmethod
-    def _batch_changes(batch: list[tuple[_Object, bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
-        """Counters that grew in files whose layout did not change, all files at once: compare the
-        concatenated words, map differing words to their counter's low word, subtract."""
-        new = np.frombuffer(b"".join(item[1] for item in batch), "<u4")
-        old = np.frombuffer(b"".join(item[2] for item in batch), "<u4")
-        to_low = np.concatenate([item[0].word_to_low for item in batch])
-        to_counter = np.concatenate([item[0].word_to_counter for item in batch])
-        sizes = np.array([len(item[1]) // 4 for item in batch], dtype=np.int64)
-        positions = np.flatnonzero(new != old)
-        local_low = to_low[positions]
-        keep = local_low >= 0
-        positions, local_low = positions[keep], local_low[keep]
-        offsets = np.cumsum(sizes) - sizes
-        file_of = np.searchsorted(np.cumsum(sizes), positions, side="right")
-        marked = np.zeros(len(new), dtype=bool)  # a counter's two words may both differ: once each
-        marked[local_low + offsets[file_of]] = True
-        low = np.flatnonzero(marked)
-        values = new[low].astype(np.uint64) | (new[low + 1].astype(np.uint64) << np.uint64(32))
-        before = old[low].astype(np.uint64) | (old[low + 1].astype(np.uint64) << np.uint64(32))
-        delta = np.where(values >= before, values - before, values).astype(np.int64)  # a reset file restarts
-        grew = delta > 0
-        return to_counter[low][grew].astype(np.int64), delta[grew]
-
-    def _relayout(self, path: str, obj: _Object, data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-        """A file read for the first time, or whose layout moved (a counter block that was all zero
-        now has a payload): compare all counters with their last values."""
-        try:
-            if obj.data is None:  # first read in this process: start from what earlier ones left
-                previous = self.raw.pop(path, None)
-                if previous is not None:
-                    self._layout(obj, previous)
-                    obj.data = previous
-            before = self._all_values(obj, obj.data) if obj.data is not None else np.zeros(obj.n_counters, np.uint64)
-            self._layout(obj, data)
-            values = self._all_values(obj, data)
-        except GcovFormatError as error:  # e.g. a dump cut short by a kill: start this file afresh
-            self.problems.append(f"{path}: {error}")
-            obj.data = None
-            return None
-        obj.data = data
-        changed = np.flatnonzero(values != before)
-        delta = np.where(values[changed] >= before[changed], values[changed] - before[changed],
-                         values[changed]).astype(np.int64)
-        grew = delta > 0
-        return changed[grew] + obj.counter_base, delta[grew]
-
-    def _layout(self, obj: _Object, data: bytes) -> None:
-        """Where each function's counters sit in this .gcda (all-zero blocks have no payload)."""
-        starts, firsts, counts = gcda_blocks(data, obj.counters)
-        low = np.full(obj.n_counters, -1, dtype=np.int64)
-        to_low = np.full(len(data) // 4, -1, dtype=np.int32)
-        to_counter = np.full(len(data) // 4, -1, dtype=np.int32)
-        if len(counts):
-            total = int(counts.sum())
-            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-            counter = np.repeat(firsts, counts) + offsets
-            low[counter] = np.repeat(starts, counts) + 2 * offsets
-            for half in (0, 1):
-                to_low[low[counter] + half] = low[counter]
-                to_counter[low[counter] + half] = counter + obj.counter_base
-        obj.counter_low, obj.word_to_low, obj.word_to_counter = low, to_low, to_counter
-
-    @staticmethod
-    def _all_values(obj: _Object, data: bytes) -> np.ndarray:
-        values = np.zeros(obj.n_counters, dtype=np.uint64)
-        present = obj.counter_low >= 0
-        values[present] = counter_values(np.frombuffer(data, "<u4"), obj.counter_low[present])
-        return values
 
     # -- branch maps -----------------------------------------------------------------------------------
     def _load_object(self, gcda: str) -> _Object | None:
@@ -447,11 +371,6 @@ def warm_branch_maps(src_root: str, build_dir: str, workers: int = 0,
             if progress is not None:
                 progress(done, len(jobs))
     return problems
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb", buffering=0) as handle:
-        return handle.readall()
 
 
 MAP_FORMAT = 2  # bump when build_branch_map's arrays change (cached maps are keyed by it)

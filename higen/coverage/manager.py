@@ -39,6 +39,7 @@ CSV_NAME = "coverage_by_steps.csv"
 #: Every feature the first time it is seen, one JSON line per test that saw new ones: the union of a
 #: resumed run is rebuilt from it (``CoverageManager.resume``).
 JOURNAL_NAME = "coverage_union.jsonl"
+FLUSH_TIMEOUT_S = 120.0  # one __gcov_dump of a full TVM build takes ~0.1 s; a loaded machine, more
 
 
 @dataclass
@@ -178,7 +179,8 @@ class CoverageManager:
                     runtime = name[len("gcov_"):]
                     build = self.settings.gcov[runtime]
                     options = {"src": build.src, "build": build.build, "reset": self.settings.reset,
-                               "prefix": os.path.join(self.data_dir, runtime, target.replace(":", "_"))}
+                               "prefix": os.path.join(self.data_dir, runtime, target.replace(":", "_")),
+                               "dump_every": self.settings.every}
                 spec[name] = options
             env[target] = {ENV: json.dumps({"collectors": spec})}
         return env
@@ -209,6 +211,23 @@ class CoverageManager:
         if problems:
             count, first = self.errors.get(f"gcov_{runtime}", (0, problems[0]))
             self.errors[f"gcov_{runtime}"] = (count + len(problems), first)
+
+    def flush(self, pool: Any) -> None:
+        """Before the workers stop: each gcov worker writes the counters of its tests since its last
+        dump into the .gcda files, so that gcovr's last run totals every test."""
+        if not self.samplers:
+            return
+        for target, names in self.by_target.items():
+            worker = pool.workers.get(target)
+            if worker is None or not worker.alive or not any(n.startswith("gcov_") for n in names):
+                continue
+            try:
+                errors = worker.call({"coverage_flush": True}, FLUSH_TIMEOUT_S).get("errors") or {}
+            except Exception as error:  # a dead worker: its last counts are lost, the union is not
+                errors = {"gcov": f"{type(error).__name__}: {error}"}
+            for name, message in errors.items():
+                count, first = self.errors.get(name, (0, f"{target}: flush: {message}"))
+                self.errors[name] = (count + 1, first)
 
     def enable(self, pool: Any) -> None:
         """From now on every request is measured (call after the op-support probe)."""

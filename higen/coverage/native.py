@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from higen.coverage.worker import from_env
+from higen.coverage.worker import from_env, handle_request
 from higen.workers import serve
 
 LINK_FLAGS = ["-Wl,-u,__gcov_dump", "-Wl,-u,__gcov_reset"]
@@ -128,15 +128,12 @@ def make_handler(library_path: str):
                 return getattr(library, symbol)(argument)
         raise AttributeError(f"no loaded library has {symbol}")
 
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
-        if coverage is not None:
-            coverage.begin(request)
+    def run(request: dict[str, Any]) -> tuple[dict[str, Any], None]:
         libraries.extend(ctypes.CDLL(path) for path in request.get("load", ()))  # like a plugin loaded late
-        results = [call(symbol, int(argument)) for symbol, argument in request.get("calls", ())]
-        reply: dict[str, Any] = {"status": "ok", "results": results}
-        if coverage is not None and (payload := coverage.end(request, None)) is not None:
-            reply["coverage"] = payload
-        return reply
+        return {"status": "ok", "results": [call(symbol, int(argument)) for symbol, argument in request.get("calls", ())]}, None
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        return handle_request(coverage, request, lambda: run(request))
 
     return handle, {"library": library_path, "pid": os.getpid()}
 

@@ -3,7 +3,8 @@
 The pool starts a backend worker with ``HIGEN_COVERAGE`` set to a JSON spec (see
 :meth:`higen.coverage.manager.CoverageManager.worker_env`), e.g.
 ``{"collectors": {"ort_transformers": {}}}`` or
-``{"collectors": {"gcov_tvm": {"src": ..., "build": ..., "prefix": ..., "reset": false}, "tvm_py": {}}}``.
+``{"collectors": {"gcov_tvm": {"src": ..., "build": ..., "prefix": ..., "reset": false, "dump_every": 100},
+"tvm_py": {}}}``.
 Without it :func:`from_env` returns None and the worker does exactly what it did before.
 
 A request with ``"coverage": true`` is measured; the reply then carries
@@ -11,6 +12,8 @@ A request with ``"coverage": true`` is measured; the reply then carries
 "errors": {collector: message}, "seconds": s}``. Requests without it (the op-support probe) are not
 measured; what they executed is handed over as *baseline* with the next measured request (or
 dropped with the ``reset`` option of gcov collectors), so it never counts as a test's novelty.
+A request ``{"coverage_flush": true}`` runs nothing: the gcov collectors write their counters into
+the ``.gcda`` files (see :meth:`WorkerCoverage.flush`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from higen.coverage.collectors import (
@@ -45,7 +49,8 @@ def make_collector(name: str, options: dict[str, Any]):
     if name.startswith("gcov_"):
         from higen.coverage.gcov import GcovCollector
 
-        return GcovCollector(name, options["src"], options["build"], options["prefix"], bool(options.get("reset")))
+        return GcovCollector(name, options["src"], options["build"], options["prefix"], bool(options.get("reset")),
+                             int(options.get("dump_every", 0)))
     raise ValueError(f"unknown coverage collector {name!r}")
 
 
@@ -165,12 +170,38 @@ class WorkerCoverage:
             payload["errors"] = self.errors
         return payload
 
+    def flush(self) -> dict[str, Any]:
+        """Write what the gcov collectors counted since their last dump into the .gcda files (the
+        parent asks before gcovr's last run). Returns the errors, by collector."""
+        errors = {}
+        for collector in self.collectors:
+            if hasattr(collector, "flush"):
+                try:
+                    collector.flush()
+                except Exception as error:
+                    errors[collector.name] = f"{type(error).__name__}: {error}"
+        return errors
+
     def _fresh(self, name: str, found: set[str]) -> list[str]:
         """Features this process has not sent before (the parent already has the others)."""
         seen = self.reported[name]
         fresh = [f for f in found if f not in seen]
         seen.update(fresh)
         return fresh
+
+
+def handle_request(coverage: WorkerCoverage | None, request: dict[str, Any],
+                   run: Callable[[], tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+    """One request of a worker that may have collectors: a flush, or ``run`` (which returns the reply
+    and the compiled model) measured when the request asks for it."""
+    if request.get("coverage_flush"):
+        return {"status": "ok", "errors": coverage.flush() if coverage is not None else {}}
+    if coverage is not None:
+        coverage.begin(request)
+    reply, compiled = run()
+    if coverage is not None and (payload := coverage.end(request, compiled)) is not None:
+        reply["coverage"] = payload
+    return reply
 
 
 def from_env() -> WorkerCoverage | None:

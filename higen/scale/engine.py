@@ -219,5 +219,6 @@ class ParallelEngine(PipelineEngine):
 
     def close(self) -> None:
         for pipeline in self.local:  # also those a failed start left without a handle
+            self.coverage.flush(pipeline.pool)
             pipeline.close()
         super().close()
