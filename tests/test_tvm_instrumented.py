@@ -61,8 +61,11 @@ for path in tests:
     compiled = backend.compile(path)
     backend.run(compiled, {"x": np.ones((1, 2, 6, 6), np.float32)})
     new.append(sorted(collector.end()))
+collector.flush()  # what gcovr reads: one .gcda file per object that ran
+written = sum(name.endswith(".gcda") for _, _, names in os.walk(prefix) for name in names)
 print(json.dumps({"tvm": tvm.__file__, "version": tvm.__version__, "baseline": len(baseline),
-                  "libraries": [path for path, _, _ in collector.libraries], "new": new}))
+                  "libraries": [path for path, _, _ in collector.libraries], "new": new, "gcda": written,
+                  "problems": collector.problems}))
 """
 
 
@@ -80,6 +83,7 @@ def test_instrumented_tvm_reports_per_test_branches(tmp_path):
     assert any(os.path.realpath(p).startswith(os.path.realpath(BUILD) + os.sep) for p in report["libraries"])
     relu, relu_again, conv = report["new"]
     assert report["baseline"] > 0 and len(relu) > 100
+    assert report["gcda"] > 300 and not report["problems"], report["problems"][:3]
     # keys are relative to the source tree: TVM's own sources and headers, tvm-ffi's inline headers
     assert all(key.startswith(("src/", "include/", "3rdparty/tvm-ffi/")) for key in relu), relu[:5]
     assert any(key.startswith("src/relax/") for key in relu)

@@ -40,7 +40,7 @@ GCDA, GCNO = ".gcda", ".gcno"
 
 
 def branch_key(source: str, line: int, function: str, index: int) -> str:
-    """Feature name of one branch: gcovr's merge key (source relative to the source root)."""
+    """Feature name of one branch: as gcov's report names it (source relative to the source root)."""
     return f"{source}:{line}:{function}:{index}"
 
 
@@ -48,9 +48,10 @@ def branch_key(source: str, line: int, function: str, index: int) -> str:
 def instrumented_libraries(skip: set[str] | None = None) -> list[tuple[str, object, object]]:
     """Loaded shared libraries of this process that export ``__gcov_dump`` and ``__gcov_reset``.
 
-    Each instrumented library carries its own copy of libgcov and dumps only its own objects, so
-    all of them are needed, including plugins loaded later (OpenVINO loads its CPU plugin on the
-    first compile). They are found in ``/proc/self/maps`` and opened again by path (``dlopen`` of a
+    Each instrumented library carries its own copy of libgcov; where ``__gcov_master`` is exported
+    (GCC's default) one dump covers every library, otherwise each dumps its own objects, so all of
+    them are called, including plugins loaded later (OpenVINO loads its CPU plugin on the first
+    compile). They are found in ``/proc/self/maps`` and opened again by path (``dlopen`` of a
     loaded library returns the loaded one, RTLD_LOCAL or not). Paths in ``skip`` (already known,
     instrumented or not) are not opened again. Returns (path, dump, reset) per library.
     """

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from higen.coverage.gcov_data import SUPPORTED_VERSIONS, version_text
+
 GCOV_COUNTERS = 8  # GCC 12: arcs, interval, pow2, topn, indirect call, time profiler, ior, and
 MAX_GAP_BYTES = 1 << 16  # arrays closer than this share a span (the gap is read and ignored)
 
@@ -90,7 +92,8 @@ def live_functions(libraries: list[ctypes.CDLL]) -> list[LiveFunction]:
 
 
 def _functions_of(info: _Info, address: int) -> list[LiveFunction]:
-    if not info.merge[0] or not info.filename:  # arc counters off: nothing to read
+    # Another GCC's gcov_info may be laid out differently: read no further than its version word.
+    if version_text(info.version) not in SUPPORTED_VERSIONS or not info.merge[0] or not info.filename:
         return []
     name, version, functions = info.filename.decode(errors="replace"), info.version, []
     for index in range(info.n_functions):
