@@ -199,6 +199,22 @@ def test_library_loaded_after_start_is_dumped_too(library, tmp_path):
         manager.close()
 
 
+def test_branch_maps_are_parsed_once_per_build(library, tmp_path, monkeypatch):
+    """Before the workers start, every .gcno of the build is parsed into HiGen's cache, with
+    progress; a second campaign on the same build parses nothing."""
+    from higen.coverage.gcov import warm_branch_maps
+
+    src, build, _ = library
+    monkeypatch.setenv("HIGEN_CACHE_DIR", str(tmp_path / "cache"))
+    progress = []
+    assert warm_branch_maps(str(src), str(build), workers=2, progress=lambda *done: progress.append(done)) == []
+    notes = list(Path(build).rglob("*.gcno"))
+    cached = {path: path.stat().st_mtime_ns for path in (tmp_path / "cache" / "gcno").glob("*.npz")}
+    assert len(cached) == len(notes) > 1 and progress[-1] == (len(notes), len(notes))
+    assert warm_branch_maps(str(src), str(build)) == []
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "cache" / "gcno").glob("*.npz")} == cached
+
+
 def test_branch_map_matches_gcov_on_every_branch_count(library, tmp_path):
     """Direct check of the .gcno/.gcda reader: every branch's count equals gcov's, taken or not."""
     import numpy as np
