@@ -110,7 +110,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
                     by_time.plot([(p[1] - run.start) / scale for p in points], [p[2] for p in points], color=color,
                                  label=run.label)
             sampled = run.series.get(f"{panel} (gcovr)", [])
-            if sampled:  # gcovr's own count at its samples, on top of the per-test curve
+            if sampled:  # gcovr's own count at its samples (its measure, not the curve's; docs/coverage.md)
                 by_tests.plot([p[0] for p in sampled], [p[2] for p in sampled], "o", color=color, markersize=4)
                 if run.start is not None:
                     by_time.plot([(p[1] - run.start) / scale for p in sampled], [p[2] for p in sampled], "o",
@@ -118,7 +118,7 @@ def plot_runs(runs: list[RunData], out: Path, title: str | None = None) -> None:
         totals = sorted({int(r.totals[panel]) for r in runs if panel in r.totals})
         heading = panel if panel in (BUGS, SIGNATURES) else f"{panel}: features covered"
         if totals:
-            heading += f" (of {', '.join(map(str, totals))} branches)"
+            heading += f"; dots: gcovr's count, of {', '.join(map(str, totals))} branches"
         for axis in (by_tests, by_time):
             axis.set_title(heading, fontsize=10)
             axis.grid(alpha=0.3)
