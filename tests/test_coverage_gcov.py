@@ -199,6 +199,28 @@ def test_library_loaded_after_start_is_dumped_too(library, tmp_path):
         manager.close()
 
 
+def test_an_unreadable_object_is_reported_and_the_rest_still_counted(tmp_path):
+    """A .gcno that cannot be read (here cut short) costs that object's branches, reported in the
+    request's coverage errors (the parent's coverage_errors.json); the other objects still count."""
+    sources = {"a.cpp": 'extern "C" int classify(int x) { return x > 2 ? 1 : 0; }\n',
+               "b.cpp": 'extern "C" int other(int x) { return x < 0 ? 1 : 0; }\n'}
+    src, build, lib = build_library(tmp_path, sources)
+    broken = build / "b.gcno"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    manager = CoverageManager(CoverageSettings(gcov={"lib": GcovBuild(str(src), str(build))}, every=0,
+                                               data_dir=str(tmp_path / "data"), final_sample=False), None, ["lib:w"])
+    worker = start_worker(manager, lib, tmp_path / "logs")
+    try:
+        payload = worker.call({"calls": [["classify", 5], ["other", -1]], "coverage": True}, 30)["coverage"]
+        assert "problem(s), the first: " in payload["errors"]["gcov_lib"] and "/b.gc" in payload["errors"]["gcov_lib"]
+        assert {k.split(":")[0] for k in payload["features"]["gcov_lib"]} == {"a.cpp"}
+        again = worker.call({"calls": [["classify", 1]], "coverage": True}, 30)["coverage"]
+        assert not again.get("errors")  # reported once
+    finally:
+        worker.stop()
+        manager.close()
+
+
 def test_branch_maps_are_parsed_once_per_build(library, tmp_path, monkeypatch):
     """Before the workers start, every .gcno of the build is parsed into HiGen's cache, with
     progress; a second campaign on the same build parses nothing."""

@@ -223,10 +223,11 @@ class GcovCollector:
                 obj = self.objects[gcda] = self._load_object(gcda)
             if obj is None:
                 continue
-            first, count = obj.counters.get(function.ident, (0, -1))
+            first, count = obj.counters.get(function.ident, (0, None))
             if count != function.count:
+                found = "is not in its .gcno" if count is None else f"has {count} counters in its .gcno"
                 self.problems.append(f"{function.gcda}: function {function.ident} has {function.count} counters in "
-                                     f"memory, {count} in its .gcno (was the build changed?)")
+                                     f"memory and {found} (was the build changed?)")
                 continue
             blocks.append((function.address, count, obj.counter_base + first))
         previous, self.live = self.live, LiveCounters(blocks)

@@ -104,6 +104,13 @@ class GcnoFile:
 def parse_gcno(path: str) -> GcnoFile:
     with open(path, "rb") as handle:
         data = handle.read()
+    try:
+        return _parse_gcno(path, data)
+    except struct.error as error:  # a record that runs past the end
+        raise GcovFormatError(f"{path}: truncated ({error})") from error
+
+
+def _parse_gcno(path: str, data: bytes) -> GcnoFile:
     if len(data) < 16:
         raise GcovFormatError(f"{path}: too short for a .gcno file")
     magic, version, stamp, _checksum = struct.unpack_from("<4I", data, 0)

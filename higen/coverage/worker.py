@@ -63,6 +63,7 @@ class WorkerCoverage:
         self.collectors = [make_collector(name, options or {}) for name, options in spec.get("collectors", {}).items()]
         self.capture = OutputCapture() if any(getattr(c, "captures_output", False) for c in self.collectors) else None
         self.reported: dict[str, set[str]] = {c.name: set() for c in self.collectors}
+        self._problems_sent: dict[str, int] = {}
         self.dirty = True  # something ran (start-up) that no measured request accounted for
         self.measuring = False
         self.errors: dict[str, str] = {}
@@ -161,6 +162,7 @@ class WorkerCoverage:
                 continue
             hit[collector.name] = getattr(collector, "hit_last", len(found))
             features[collector.name] = self._fresh(collector.name, found)
+            self._report_problems(collector)
         self._active = []
         payload: dict[str, Any] = {"features": features, "hit": hit,
                                    "seconds": round(time.perf_counter() - self._began, 6)}
@@ -181,6 +183,15 @@ class WorkerCoverage:
                 except Exception as error:
                     errors[collector.name] = f"{type(error).__name__}: {error}"
         return errors
+
+    def _report_problems(self, collector: Any) -> None:
+        """A collector's new problems (gcov: an object it cannot read), as one error of this request:
+        the parent counts them into coverage_errors.json."""
+        problems = getattr(collector, "problems", ())
+        new = problems[self._problems_sent.get(collector.name, 0):]
+        if new:
+            self._problems_sent[collector.name] = len(problems)
+            self.errors[collector.name] = f"{len(new)} problem(s), the first: {new[0]}"
 
     def _fresh(self, name: str, found: set[str]) -> list[str]:
         """Features this process has not sent before (the parent already has the others)."""
