@@ -170,12 +170,11 @@ def run_rl_campaign(trainer, total_tests: int | None, log: RunLog, progress: Pro
     ``run_campaign`` (it writes the big-epoch lines and checkpoints itself)."""
     summary = CampaignSummary()
     engine = trainer.engine
-    began = trainer.state.began  # a resumed run's campaign time continues
     task = progress.add_task("fuzzing (rl)", total=total_tests, completed=trainer.state.tests, stats="")
 
     def on_test(result: TestResult, terms) -> None:
         report_test(result, summary, log, progress, reward=terms.as_dict())
-        progress.update(task, advance=1, stats=stats_line(engine, began))
+        progress.update(task, advance=1, stats=stats_line(engine, trainer.state.began))
 
     trainer.on_test = on_test
     trained = trainer.train()
@@ -183,7 +182,8 @@ def run_rl_campaign(trainer, total_tests: int | None, log: RunLog, progress: Pro
         progress.console.print(f"[yellow]interrupted: bug cases and a checkpoint ({trained.checkpoint}) are saved; "
                                f"continue with --resume[/yellow]")
     summary.interrupted = trained.interrupted
-    return finish_summary(summary, engine, began, trained.unique_tokens)
+    # campaign time: train() starts it once the policies are built (a resumed run's continues)
+    return finish_summary(summary, engine, trainer.state.began, trained.unique_tokens)
 
 
 def finish_summary(summary: CampaignSummary, engine: FuzzEngine, began: float, unique_tokens: int) -> CampaignSummary:
