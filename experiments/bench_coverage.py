@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import random
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 FAMILIES = {"ort_transformers": "ort:cpu:O3", "ov_layers": "ov:CPU", "ov_passes": "ov:CPU", "tvm_py": "tvm:llvm:O3"}
@@ -112,65 +114,17 @@ def inner_wheel(collector: str | None, target: str, models_file: str, out_file: 
     Path(out_file).write_text(json.dumps(rows))
 
 
-def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, prefix: str) -> None:
-    import ctypes
-
-    from higen.coverage.gcov import GcovCollector
-
-    lib = ctypes.CDLL(library)
-    runs = sorted(name for name in os.listdir(os.path.join(src)) if name.startswith("unit"))
-    entry = [getattr(lib, f"run_{k}") for k in range(len(runs))]
-    rng = random.Random(0)
-    collector = GcovCollector("gcov_bench", src, build, prefix)
+def measure_gcov(collector, backend, tests: Iterable[Callable[[], object]], prefix: str) -> dict:
+    """A worker's gcov figures: attach (load maps, locate counters), the first collection, one
+    collection after each of ``tests`` (run in order), then ten writes of the .gcda files."""
     began = time.perf_counter()
-    collector.attach()
-    attached = time.perf_counter()
-    collector.take_baseline()
-    result = {"objects": len(entry), "attach_ms": 1000 * (attached - began),
-              "first_ms": 1000 * (time.perf_counter() - attached)}
-    times, hits, new = [], [], []
-    for _ in range(tests):
-        for call in rng.sample(entry, max(1, len(entry) // 3)):
-            call(rng.randrange(1 << 16))
-        began = time.perf_counter()
-        found = collector.end()
-        times.append(1000 * (time.perf_counter() - began))
-        hits.append(collector.hit_last)
-        new.append(len(found))
-    dumps = []
-    for _ in range(10):
-        began = time.perf_counter()
-        collector.flush()
-        dumps.append(1000 * (time.perf_counter() - began))
-    counters = sum(o.n_counters for o in collector.objects.values() if o)
-    branches = sum(o.n_branches for o in collector.objects.values() if o)
-    data = gcda_bytes(prefix)
-    result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), counters=counters,
-                  branches=branches, gcda_bytes=data, problems=collector.problems[:5])
-    Path(out_file).write_text(json.dumps(result))
-
-
-def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix: str) -> None:
-    from higen.backends.base import Target
-    from higen.backends.tvm import TvmBackend
-    from higen.coverage.gcov import GcovCollector
-    from higen.tensors import load_tensors
-
-    models = json.loads(Path(models_file).read_text())
-    backend = TvmBackend(Target.parse("tvm:llvm:O3"))
-    collector = GcovCollector("gcov_tvm", src, build, prefix)
-    began = time.perf_counter()
-    collector.attach(backend)  # loads every object's branch map from the cache (before a worker is ready)
+    collector.attach(backend)
     attached = time.perf_counter()
     collector.take_baseline()
     result = {"attach_ms": 1000 * (attached - began), "first_ms": 1000 * (time.perf_counter() - attached)}
     times, hits, new = [], [], []
-    for case in models:
-        collector.begin()
-        try:
-            backend.run(backend.compile(case["model"]), load_tensors(case["inputs"]))
-        except Exception:  # noqa: BLE001 - an unsupported model still covers its compile attempt
-            pass
+    for run_test in tests:
+        run_test()
         began = time.perf_counter()
         found = collector.end()
         times.append(1000 * (time.perf_counter() - began))
@@ -185,7 +139,45 @@ def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix
     result.update(collect=times, hit=hits, new=new, dump_ms=statistics.median(dumps), objects=len(objects),
                   counters=sum(o.n_counters for o in objects), branches=sum(o.n_branches for o in objects),
                   gcda_bytes=gcda_bytes(prefix), problems=collector.problems[:5])
-    Path(out_file).write_text(json.dumps(result))
+    return result
+
+
+def inner_gcov(src: str, build: str, library: str, tests: int, out_file: str, prefix: str) -> None:
+    import ctypes
+
+    from higen.coverage.gcov import GcovCollector
+
+    lib = ctypes.CDLL(library)
+    runs = sorted(name for name in os.listdir(os.path.join(src)) if name.startswith("unit"))
+    entry = [getattr(lib, f"run_{k}") for k in range(len(runs))]
+    rng = random.Random(0)
+
+    def one_test() -> None:  # a random third of the objects
+        for call in rng.sample(entry, max(1, len(entry) // 3)):
+            call(rng.randrange(1 << 16))
+
+    collector = GcovCollector("gcov_bench", src, build, prefix)
+    Path(out_file).write_text(json.dumps(measure_gcov(collector, None, [one_test] * tests, prefix)))
+
+
+def inner_tvm_gcov(src: str, build: str, models_file: str, out_file: str, prefix: str) -> None:
+    from higen.backends.base import Target
+    from higen.backends.tvm import TvmBackend
+    from higen.coverage.gcov import GcovCollector
+    from higen.tensors import load_tensors
+
+    models = json.loads(Path(models_file).read_text())
+    backend = TvmBackend(Target.parse("tvm:llvm:O3"))
+
+    def compile_and_run(case: dict) -> None:
+        try:
+            backend.run(backend.compile(case["model"]), load_tensors(case["inputs"]))
+        except Exception:  # noqa: BLE001 - an unsupported model still covers its compile attempt
+            pass
+
+    collector = GcovCollector("gcov_tvm", src, build, prefix)
+    tests = [functools.partial(compile_and_run, case) for case in models]
+    Path(out_file).write_text(json.dumps(measure_gcov(collector, backend, tests, prefix)))
 
 
 def gcda_bytes(prefix: str) -> int:
@@ -241,18 +233,24 @@ def bench_gcov(work: Path, files: int, functions: int, tests: int) -> dict:
     sampler = GcovrSampler("bench", str(src), str(data))
     sampler.request(tests)
     result = sampler.poll(wait=True)
+    return {"collector": "gcov", "functions": files * functions, "tests": tests, "build_s": round(build_s, 1),
+            **gcov_figures(first, restart, result)}
+
+
+def gcov_figures(first: dict, restart: dict, gcovr) -> dict:
+    """The summary row of a gcov bench: ``first`` and ``restart`` from :func:`measure_gcov`, ``gcovr``
+    a GcovrResult or None."""
     collect = sorted(first["collect"])
-    return {"collector": "gcov", "objects": first["objects"], "functions": files * functions,
-            "branches": first["branches"], "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024,
-            "tests": tests, "build_s": round(build_s, 1), "attach_ms": round(first["attach_ms"], 1),
+    return {"objects": first["objects"], "branches": first["branches"], "counters": first["counters"],
+            "gcda_kib": first["gcda_bytes"] // 1024, "attach_ms": round(first["attach_ms"], 1),
             "first_ms": round(first["first_ms"], 1), "restart_attach_ms": round(restart["attach_ms"], 1),
             "restart_first_ms": round(restart["first_ms"], 1),
             "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
             "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
             "dump_ms": round(first["dump_ms"], 2), "branches_hit_per_test": round(statistics.mean(first["hit"]), 1),
-            "gcovr_s": round(result.seconds, 2) if result else None,
-            "gcovr_branch_covered": (result.totals or {}).get("branch_covered") if result else None,
-            "problems": first["problems"]}
+            "gcovr_s": round(gcovr.seconds, 2) if gcovr else None,
+            "gcovr_branch_covered": (gcovr.totals or {}).get("branch_covered") if gcovr else None,
+            "gcovr_error": gcovr.error[-300:] if gcovr else "", "problems": first["problems"]}
 
 
 def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, python: str, gcovr: bool) -> dict:
@@ -280,18 +278,8 @@ def bench_tvm_gcov(models: list[dict], work: Path, src: Path, build: Path, pytho
         sampler = GcovrSampler("bench", str(src), str(data))
         sampler.request(len(models))
         result = sampler.poll(wait=True)
-    collect = sorted(first["collect"])
-    return {"collector": "gcov_tvm", "objects": first["objects"], "branches": first["branches"],
-            "counters": first["counters"], "gcda_kib": first["gcda_bytes"] // 1024, "tests": len(models),
-            "plain_ms": round(timings["plain"], 1), "instrumented_ms": round(timings["instrumented"], 1),
-            "attach_ms": round(first["attach_ms"], 1), "first_ms": round(first["first_ms"], 1),
-            "restart_attach_ms": round(restart["attach_ms"], 1), "restart_first_ms": round(restart["first_ms"], 1),
-            "collect_ms": round(statistics.median(collect), 2), "collect_p90_ms": round(collect[int(0.9 * (len(collect) - 1))], 2),
-            "collect_late_ms": round(statistics.median(first["collect"][len(first["collect"]) // 2:]), 2),
-            "dump_ms": round(first["dump_ms"], 2), "branches_hit_per_test": round(statistics.mean(first["hit"]), 1),
-            "gcovr_s": round(result.seconds, 2) if result else None,
-            "gcovr_branch_covered": (result.totals or {}).get("branch_covered") if result else None,
-            "gcovr_error": result.error[-300:] if result else "", "problems": first["problems"]}
+    return {"collector": "gcov_tvm", "tests": len(models), "plain_ms": round(timings["plain"], 1),
+            "instrumented_ms": round(timings["instrumented"], 1), **gcov_figures(first, restart, result)}
 
 
 def bench_structure(models: list[dict]) -> dict:

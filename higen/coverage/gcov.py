@@ -131,7 +131,7 @@ class GcovCollector:
         os.environ["GCOV_PREFIX_STRIP"] = "0"
         self.cache_dir = str(branch_map_cache())
         self.libraries: list[tuple[str, object, object]] = []
-        self._handles: list[ctypes.CDLL] = []
+        self._handles: dict[str, ctypes.CDLL] = {}
         self._known: set[str] = set()  # mapped paths already looked at
         self.objects: dict[str, _Object | None] = {}  # .gcda path (below the prefix) -> its map (None: unusable)
         self.live: LiveCounters | None = None  # rebuilt when a library is loaded
@@ -154,12 +154,10 @@ class GcovCollector:
         """Find the instrumented libraries now (they are loaded once the backend exists), load the
         branch map of every object of the build and locate the live counters, before the worker says
         it is ready: not inside the first test's timeout."""
-        for directory, _dirs, files in os.walk(self.build_dir):
-            for name in files:
-                if name.endswith(GCNO):
-                    gcda = self.prefix + os.path.join(directory, name)[: -len(GCNO)] + GCDA
-                    if gcda not in self.objects:
-                        self.objects[gcda] = self._load_object(gcda)
+        for gcno in gcno_files(self.build_dir):
+            gcda = self.prefix + gcno[: -len(GCNO)] + GCDA
+            if gcda not in self.objects:
+                self.objects[gcda] = self._load_object(gcda)
         self._attach()
 
     def begin(self, context=None) -> None:
@@ -207,7 +205,7 @@ class GcovCollector:
             self._known.add(path)
             if dump is not None:
                 self.libraries.append((path, dump, reset))
-                self._handles.append(ctypes.CDLL(path))
+                self._handles[path] = ctypes.CDLL(path)
                 added = True
         if added:
             self._locate_counters()
@@ -216,7 +214,9 @@ class GcovCollector:
         """Map every live function's counter array to the collector's counter indices. A new
         library's counters count from zero: their first read is everything they ran so far."""
         blocks = []
-        for function in live_functions(self._handles):
+        functions, unreadable = live_functions(self._handles)
+        self.problems.extend(p for p in unreadable if p not in self.problems)  # walked again per new library
+        for function in functions:
             gcda = self.prefix + function.gcda
             obj = self.objects.get(gcda, False)
             if obj is False:
@@ -324,6 +324,11 @@ class GcovCollector:
 
 
 # -- branch maps, cached per build --------------------------------------------------------------------
+def gcno_files(build_dir: str) -> list[str]:
+    """Every .gcno file of a build tree, sorted."""
+    return sorted(os.path.join(d, f) for d, _dirs, files in os.walk(build_dir) for f in files if f.endswith(GCNO))
+
+
 def branch_map_cache() -> Path:
     """Where parsed branch maps are kept: ``<HiGen's cache>/gcno``."""
     from higen.runtimes import cache_root
@@ -363,8 +368,7 @@ def warm_branch_maps(src_root: str, build_dir: str, workers: int = 0,
     ``workers`` processes (0: one per core), so that workers load maps instead of parsing them under
     a test's timeout. ``progress(done, total)`` after each file. Returns the problems found."""
     src_root, build_dir, cache_dir = os.path.realpath(src_root), os.path.realpath(build_dir), str(branch_map_cache())
-    notes = sorted(os.path.join(d, f) for d, _dirs, files in os.walk(build_dir) for f in files if f.endswith(GCNO))
-    jobs = [(gcno, src_root, cache_dir) for gcno in notes]
+    jobs = [(gcno, src_root, cache_dir) for gcno in gcno_files(build_dir)]
     problems: list[str] = []
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, initializer=os.nice, initargs=(10,)) as pool:
         for done, problem in enumerate(pool.map(_warm_one, jobs, chunksize=4), start=1):

@@ -64,19 +64,21 @@ class LiveFunction:
     """One function's arc counters in memory."""
 
     gcda: str  # the object's .gcda path as compiled (before GCOV_PREFIX)
-    version: int  # the object's gcov format version word
     ident: int
     address: int
     count: int
 
 
-def live_functions(libraries: list[ctypes.CDLL]) -> list[LiveFunction]:
-    """Every function with arc counters of every object registered with libgcov in ``libraries``."""
-    found, seen = [], set()
-    for library in libraries:
+def live_functions(libraries: dict[str, ctypes.CDLL]) -> tuple[list[LiveFunction], list[str]]:
+    """Every function with arc counters of every object registered with libgcov in ``libraries``
+    (path -> handle), and what could not be read (a library without ``__gcov_master``, an object
+    written by another GCC), one line each."""
+    found, problems, seen = [], [], set()
+    for path, library in libraries.items():
         try:
             master = _Master.in_dll(library, "__gcov_master")
         except ValueError:
+            problems.append(f"{path}: no exported __gcov_master, its counters cannot be read (link with --coverage)")
             continue
         root = master.root
         while root:
@@ -85,17 +87,21 @@ def live_functions(libraries: list[ctypes.CDLL]) -> list[LiveFunction]:
                 address = ctypes.addressof(info.contents)
                 if address not in seen:
                     seen.add(address)
-                    found.extend(_functions_of(info.contents, address))
+                    found.extend(_functions_of(info.contents, address, problems))
                 info = info.contents.next
             root = root.contents.next
-    return found
+    return found, problems
 
 
-def _functions_of(info: _Info, address: int) -> list[LiveFunction]:
+def _functions_of(info: _Info, address: int, problems: list[str]) -> list[LiveFunction]:
     # Another GCC's gcov_info may be laid out differently: read no further than its version word.
-    if version_text(info.version) not in SUPPORTED_VERSIONS or not info.merge[0] or not info.filename:
+    if version_text(info.version) not in SUPPORTED_VERSIONS:
+        problems.append(f"an object written by gcov version {version_text(info.version)!r}: not read "
+                        "(HiGen reads GCC 12's; build with gcc-12/g++-12)")
         return []
-    name, version, functions = info.filename.decode(errors="replace"), info.version, []
+    if not info.merge[0] or not info.filename:  # arc counters off: nothing to read
+        return []
+    name, functions = info.filename.decode(errors="replace"), []
     for index in range(info.n_functions):
         pointer = info.functions[index]
         if not pointer:
@@ -103,7 +109,7 @@ def _functions_of(info: _Info, address: int) -> list[LiveFunction]:
         function = pointer.contents
         if function.key != address or not function.ctrs[0].num:
             continue
-        functions.append(LiveFunction(name, version, function.ident, function.ctrs[0].values, function.ctrs[0].num))
+        functions.append(LiveFunction(name, function.ident, function.ctrs[0].values, function.ctrs[0].num))
     return functions
 
 
