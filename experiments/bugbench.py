@@ -9,8 +9,9 @@
             [--split heldout] [--entries ...]
         HiGen campaigns per strategy and seed on each entry's affected release; saved cases are
         credited by replay; per bug: found in k of S, median time and tests to the first credited case
-    python experiments/bugbench.py --report OUT --budget-min 20 --seeds 0,1,2 [--entries ...]
-        the tables, summary.json and bugs_over_time.png again from OUT/results.json
+    python experiments/bugbench.py --report OUT [OUT ...] --budget-min 20 [--out DIR] [--entries ...]
+        the tables, summary.json and bugs_over_time.png again from the OUTs' results.json, into the
+        first OUT or --out (several OUTs: campaigns of other seeds run side by side, merged)
     python experiments/bugbench.py --install ort@1.20.1      a release into the runtime cache
     python experiments/bugbench.py --probe ID --versions 2025.2.0,2025.3.0
         an entry's repro on many releases (to find its affected and fixed releases)
@@ -130,11 +131,33 @@ def report_campaigns(entries: list[Entry], results: list[dict], seeds: list[int]
     per_bug, overall = campaigns.summarize(entries, results, seeds, budget_s)
     print_table(f"bugbench campaigns: {budget_s:.0f} s per campaign ({machine_note()})", per_bug,
                 ["entry", "strategy", "found", "median_s", "median_tests"])
-    print_table("bugs per CPU-hour of campaign (mean over seeds, 95% interval)", overall,
-                ["strategy", "bugs_per_cpu_hour", "ci95", "seeds"])
+    print_table("per strategy: mean over seeds, 95% interval; time to a bug counts a bug not found as the budget",
+                overall, ["strategy", "bugs_per_cpu_hour", "bugs_per_cpu_hour_ci95", "mean_s_to_bug",
+                          "mean_s_to_bug_ci95", "vs_random", "seeds"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({"per_bug": per_bug, "overall": overall}, indent=2))
     campaigns.plot(results, seeds, budget_s, out / "bugs_over_time.png",
                    f"bugbench: {len(entries)} entries, {budget_s / 60:g} min per campaign")
+
+
+def parse_seeds(text: str) -> list[int]:
+    return [int(seed) for seed in text.split(",")]
+
+
+def merged_results(folders: list[Path]) -> list[dict]:
+    """The campaign results of several ``--out`` folders; a (group, strategy, seed) in two is an error."""
+    results, seen = [], {}
+    for folder in folders:
+        path = folder / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} does not exist: give the --out folder of a finished --strategies run")
+        for result in json.loads(path.read_text()):
+            key = (result["group"], result["strategy"], result["seed"])
+            if key in seen:
+                raise SystemExit(f"{key} is in both {seen[key]} and {folder}: give each campaign once")
+            seen[key] = folder
+            results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--install", metavar="RUNTIME@VERSION", help="install a release into the runtime cache")
     action.add_argument("--probe", metavar="ID", help="run an entry's repro on the releases of --versions")
     action.add_argument("--strategies", help="campaigns: comma-separated HiGen strategies (rl, random, nnsmith-default)")
-    action.add_argument("--report", type=Path, metavar="OUT", help="the tables and plot again from OUT/results.json "
-                                                                  "(with the campaigns' --budget-min and --seeds)")
+    action.add_argument("--report", type=Path, nargs="+", metavar="OUT",
+                        help="the tables and plot again from each OUT/results.json, merged (with the campaigns' "
+                             "--budget-min; seeds: those of the results unless --seeds), into --out or the first OUT")
     parser.add_argument("--entries", help="comma-separated entry ids (default: all)")
     parser.add_argument("--split", choices=SPLITS, help="only the entries of one half: train (tune on it) or heldout "
                                                       "(report on it)")
@@ -155,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--budget-min", type=float, default=20.0, help="campaigns: minutes per campaign")
-    parser.add_argument("--seeds", default="0,1,2", help="campaigns: comma-separated seeds")
-    parser.add_argument("--out", type=Path, default=Path("runs/bugbench"), help="campaigns: where runs and results go")
+    parser.add_argument("--seeds", help="campaigns: comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--out", type=Path, help="campaigns: where runs and results go (default runs/bugbench)")
     parser.add_argument("extra", nargs="*", help="after --: more higen.main flags for every campaign")
     args = parser.parse_args(argv)
     try:
@@ -181,12 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.credit:
             return credit_case(args.credit, entries, args.timeout, args.json)
         if args.report:
-            report_campaigns(entries, json.loads((args.report / "results.json").read_text()),
-                             [int(s) for s in args.seeds.split(",")], args.budget_min * 60, args.report)
+            results = merged_results(args.report)
+            seeds = parse_seeds(args.seeds) if args.seeds else sorted({r["seed"] for r in results})
+            report_campaigns(entries, results, seeds, args.budget_min * 60, args.out or args.report[0])
             return 0
         if args.strategies:
-            return run_campaigns(entries, args.strategies.split(","), [int(s) for s in args.seeds.split(",")],
-                                 args.budget_min * 60, args.out, not args.no_install, args.timeout, args.extra)
+            return run_campaigns(entries, args.strategies.split(","), parse_seeds(args.seeds or "0,1,2"),
+                                 args.budget_min * 60, args.out or Path("runs/bugbench"), not args.no_install,
+                                 args.timeout, args.extra)
         return validate(entries, not args.no_install, args.timeout, args.json)
     except (EntryError, RuntimeInstallError, BackendMissing, WorkerStartError, ValueError) as error:
         raise SystemExit(str(error)) from None

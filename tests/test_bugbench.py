@@ -184,3 +184,25 @@ def test_campaign_crediting_finds_the_first_credited_case_of_a_run(tmp_path):
                                                      {"strategy": "random", "seed": 1, "found": {}}], [0, 1], 1800)
     assert per_bug == [{"entry": entry.id, "strategy": "random", "found": "1/2", "median_s": 7.5, "median_tests": 3}]
     assert overall[0]["bugs_per_cpu_hour"] == 1.0  # (2 + 0) / 2 seeds, each 0.5 CPU-hour
+    assert overall[0]["mean_s_to_bug"] == (7.5 + 1800) / 2  # the seed that missed it counts the budget
+    assert overall[0]["vs_random"] == 1.0
+
+
+def test_a_report_merges_side_by_side_runs_and_refuses_a_campaign_given_twice(tmp_path):
+    """Seeds run in parallel lanes (separate --out folders) are reported as one campaign set."""
+    import importlib.util
+
+    # experiments/bugbench.py, not the bugbench package of the same name
+    spec = importlib.util.spec_from_file_location("bugbench_script", REPO / "experiments" / "bugbench.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    hit = {"tests": 40, "time_s": 12.0, "case": "x"}
+    lanes = {"a": [{"group": "g", "strategy": "random", "seed": 0, "found": {"ov-36841": hit}}],
+             "b": [{"group": "g", "strategy": "random", "seed": 1, "found": {}}]}
+    for lane, results in lanes.items():
+        (tmp_path / lane).mkdir()
+        (tmp_path / lane / "results.json").write_text(json.dumps(results))
+    merged = script.merged_results([tmp_path / "a", tmp_path / "b"])
+    assert sorted(r["seed"] for r in merged) == [0, 1]
+    with pytest.raises(SystemExit, match="give each campaign once"):
+        script.merged_results([tmp_path / "a", tmp_path / "a"])
