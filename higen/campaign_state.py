@@ -123,6 +123,10 @@ class CampaignState:
     def time_spent(self) -> bool:
         return bool(self.budget.max_seconds and self.elapsed() >= self.budget.max_seconds)
 
+    def last_test(self) -> bool:
+        """The next test is the test budget's last (the time budget cannot say so ahead)."""
+        return bool(self.budget.max_tests and self.tests + 1 >= self.budget.max_tests)
+
     def exhausted(self) -> bool:
         """No test may start: the test or time budget is spent (big epochs are counted by callers)."""
         return bool(self.budget.max_tests and self.tests >= self.budget.max_tests) or self.time_spent()

@@ -98,3 +98,61 @@ def test_test_seeds_come_from_the_env_seed(engine):
         low.step(np.zeros(low.action_space.shape, dtype=np.float32))
         seeds.append(low.state.epoch_results[-1].config.seed)
     assert seeds[0] == seeds[1]
+
+
+def test_with_choose_next_each_test_is_generated_ahead_from_its_own_action(engine):
+    """The pipelined low level (the trainer's SAC chooses the next action from the observation the
+    step returns): test k+1 is submitted before test k runs, and each step's test is the one its
+    action chose, so the reward SB3 stores beside an action is that action's own test's."""
+    low, _ = make_envs(engine, small_epochs=4)
+    low.state.begin_epoch(dimension_mask(["max_nodes"]))
+    low.reset(seed=3)
+    rng = np.random.default_rng(3)
+    chosen, seen = [], []
+
+    def choose_next(observation):
+        seen.append(observation.copy())
+        chosen.append(rng.uniform(-1, 1, low.action_space.shape).astype(np.float32))
+        return chosen[-1]
+
+    low.choose_next = choose_next
+    action, truncated, step = rng.uniform(-1, 1, low.action_space.shape).astype(np.float32), False, 0
+    while not truncated:
+        submitted = engine._submitted
+        observation, _, _, truncated, info = low.step(action)
+        expected = low.decoder.decode(action, ["max_nodes"], seed=0).max_nodes
+        assert info["config"]["max_nodes"] == expected  # the test that ran is this action's
+        if truncated:  # a big epoch's last test: nothing is generated ahead into the next epoch
+            assert len(chosen) == step and engine._submitted == submitted
+        else:  # the next test was submitted while this one ran, from the observation returned
+            assert engine._submitted == submitted + (2 if step == 0 else 1)
+            assert np.array_equal(seen[-1], observation)
+            action = chosen[-1]
+        step += 1
+    assert step == 4
+
+
+def test_pipelined_sac_stores_each_action_beside_its_own_test(engine):
+    """PipelinedSAC on the real low level: every replay-buffer row's action decodes to the config
+    of the test whose reward the row holds, uniform warm-up actions and actor samples alike."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from higen.agents.trainer import PipelinedSAC
+
+    low, _ = make_envs(engine, small_epochs=6)
+    low.state.begin_epoch(dimension_mask(["max_nodes"]))
+    sac = PipelinedSAC("MlpPolicy", low, learning_starts=3, train_freq=1, gradient_steps=0,
+                       policy_kwargs={"net_arch": [8]}, seed=4, device="cpu")
+    low.choose_next = sac.choose_ahead
+    configs = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            configs.append(self.locals["infos"][0]["config"]["max_nodes"])
+            return True
+
+    sac.learn(total_timesteps=6, callback=Record())
+    actions = sac.replay_buffer.actions[: sac.replay_buffer.size(), 0]
+    assert len(configs) == len(actions) == 6
+    assert [low.decoder.decode(a, ["max_nodes"], seed=0).max_nodes for a in actions] == configs
+    assert len(set(configs)) > 1  # the check can tell actions apart

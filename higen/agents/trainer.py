@@ -5,7 +5,9 @@ Nested design (docs/rewards.md, "Training loop"): ``PPO.learn`` steps the HighLe
 steps frees the chosen dimensions and calls ``SAC.learn(small_epochs, reset_num_timesteps=False)``
 on the CompilerFuzzEnv, whose episode is that big epoch (one test per SAC step, one gradient step per
 ``sac_train_every`` tests after ``learning_starts``; SAC's action covers the ``sac_learned``
-dimensions, the others are drawn uniformly as the random baseline draws them). A PPO callback logs
+dimensions, the others are drawn uniformly as the random baseline draws them; with one pipeline SAC
+chooses each test's action one step ahead, so the next test is generated while one runs:
+``PipelinedSAC``). A PPO callback logs
 the big epoch, writes TensorBoard scalars and, every ``checkpoint_every`` big epochs, a checkpoint,
 and stops PPO at the budget; a SAC callback stops a big epoch early when the test or time budget is
 spent. The end and Ctrl-C write a checkpoint too; ``resume`` continues from the newest one.
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
@@ -116,6 +119,31 @@ class _EpochDone(BaseCallback):
         return not (self.trainer.finished() and self.in_rollout < self.model.n_steps)
 
 
+class PipelinedSAC(SAC):
+    """SAC whose next action can be chosen one step ahead, so that the low-level env generates the
+    next test while the current one runs (``CompilerFuzzEnv.choose_next``). ``choose_ahead`` samples
+    it exactly as SB3's next ``_sample_action`` would (uniform before ``learning_starts``, the actor
+    after), from the observation the env is about to return; that call then hands out the same
+    action, so the replay buffer pairs each action with its own test's reward."""
+
+    _ahead: tuple[np.ndarray, np.ndarray] | None = None
+
+    def choose_ahead(self, observation: np.ndarray) -> np.ndarray:
+        current = self._last_obs  # the observation of the transition SB3 is about to store
+        self._last_obs = observation[None]
+        try:  # SB3 counts this step only after the env returns: one more test is behind the threshold
+            self._ahead = super()._sample_action(self.learning_starts - 1, self.action_noise, 1)
+        finally:
+            self._last_obs = current
+        return self._ahead[0][0]
+
+    def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
+        if self._ahead is not None:
+            chosen, self._ahead = self._ahead, None
+            return chosen
+        return super()._sample_action(learning_starts, action_noise, n_envs)
+
+
 @contextmanager
 def _interrupts_held() -> Iterator[list[int]]:
     """Hold Ctrl-C back (main thread only); yields the list of the signals that came meanwhile."""
@@ -156,7 +184,7 @@ class HierarchicalTrainer:
         self.ppo = PPO("MlpPolicy", self.high, n_steps=settings.ppo_n_steps, batch_size=settings.ppo_n_steps,
                        n_epochs=settings.ppo_epochs, gamma=settings.ppo_gamma, ent_coef=settings.ppo_ent_coef,
                        policy_kwargs=policy, seed=settings.seed, device=settings.device, verbose=0)
-        self.sac = SAC("MlpPolicy", self.low, buffer_size=settings.sac_buffer_size,
+        self.sac = PipelinedSAC("MlpPolicy", self.low, buffer_size=settings.sac_buffer_size,
                        learning_starts=settings.sac_learning_starts, batch_size=settings.sac_batch_size,
                        gamma=settings.sac_gamma, train_freq=1, gradient_steps=0, ent_coef=settings.sac_ent_coef,
                        policy_kwargs=policy, seed=settings.seed + 1, device=settings.device, verbose=0, **buffer)
@@ -165,6 +193,8 @@ class HierarchicalTrainer:
         self.sac.set_logger(configure(str(tb / "sac_low"), ["tensorboard"]))
         self.tb = configure(str(tb / "higen"), ["tensorboard"])
         self.low.while_generating = self._sac_update
+        if isinstance(self.low, CompilerFuzzEnv):  # several pipelines overlap their tests already
+            self.low.choose_next = self.sac.choose_ahead
         self._stop_tests = _StopTests(self.state)
         self.summary = TrainSummary()
 

@@ -11,6 +11,7 @@ from gymnasium.envs.registration import EnvSpec
 
 from higen.campaign_state import RATE_NAMES, CampaignState
 from higen.engine import TestResult
+from higen.generation.config import GenConfig
 from higen.generation.decoder import DIMENSIONS, ActionDecoder, PartialAction, describe_config
 from higen.rewards import Terms
 
@@ -51,6 +52,11 @@ class CompilerFuzzEnv(EpisodeEnv):
         self.decoder = decoder
         #: work to do while the generator builds the test (the trainer's SAC update)
         self.while_generating: Callable[[], None] | None = None
+        #: the policy's action for the next test, from the observation this step will return (the
+        #: trainer's SAC): with it the next test is generated while this one runs, as the random
+        #: baseline's are, and the policy sees each test's result one test later
+        self.choose_next: Callable[[np.ndarray], np.ndarray] | None = None
+        self._submitted_ahead = False  # the next step's test is already generating
         self.spec = LOW_SPEC
         self.action_space = spaces.Box(-1.0, 1.0, (decoder.size,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (LOW_OBS_SIZE,), dtype=np.float32)
@@ -58,17 +64,27 @@ class CompilerFuzzEnv(EpisodeEnv):
     def observation(self) -> np.ndarray:
         return self.state.low_observation()
 
-    def step(self, action):
+    def _config(self, action) -> GenConfig:
         seed = int(self.np_random.integers(0, 2**31 - 1))
+        return self.decoder.decode(np.asarray(action), self.state.free, seed)
+
+    def step(self, action):
         engine = self.state.engine
-        engine.submit(self.decoder.decode(np.asarray(action), self.state.free, seed))  # generated in its worker ...
+        if not self._submitted_ahead:  # (with choose_next, only the first test of a big epoch)
+            engine.submit(self._config(action))  # generated in its worker ...
         if self.while_generating is not None:
             self.while_generating()  # ... while this process does something useful
-        result = engine.finish()
+        observation = self.observation()
+        last = self.steps + 1 >= self.state.small_epochs or self.state.last_test()
+        following = None if self.choose_next is None or last else self._config(self.choose_next(observation))
+        result = engine.finish(prefetch=following)
+        self._submitted_ahead = following is not None
         terms = self.state.account(result)
         self.steps += 1
         truncated = self.steps >= self.state.small_epochs or self.state.exhausted()
-        return self.observation(), terms.total, False, truncated, step_info(result, terms)
+        if following is None:  # no action was chosen yet: the next one sees this test's result
+            observation = self.observation()
+        return observation, terms.total, False, truncated, step_info(result, terms)
 
 
 def step_info(result: TestResult, terms: Terms) -> dict[str, Any]:
