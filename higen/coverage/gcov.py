@@ -215,7 +215,8 @@ class GcovCollector:
         library's counters count from zero: their first read is everything they ran so far."""
         blocks = []
         functions, unreadable = live_functions(self._handles)
-        self.problems.extend(p for p in unreadable if p not in self.problems)  # walked again per new library
+        for problem in unreadable:
+            self._problem(problem)
         for function in functions:
             gcda = self.prefix + function.gcda
             obj = self.objects.get(gcda, False)
@@ -226,13 +227,18 @@ class GcovCollector:
             first, count = obj.counters.get(function.ident, (0, None))
             if count != function.count:
                 found = "is not in its .gcno" if count is None else f"has {count} counters in its .gcno"
-                self.problems.append(f"{function.gcda}: function {function.ident} has {function.count} counters in "
-                                     f"memory and {found} (was the build changed?)")
+                self._problem(f"{function.gcda}: function {function.ident} has {function.count} counters in "
+                              f"memory and {found} (was the build changed?)")
                 continue
             blocks.append((function.address, count, obj.counter_base + first))
         previous, self.live = self.live, LiveCounters(blocks)
         if previous is not None:  # what was read before stays read
             self.live.adopt(previous)
+
+    def _problem(self, text: str) -> None:
+        """Record a problem once: the counters are located again whenever a library is loaded."""
+        if text not in self.problems:
+            self.problems.append(text)
 
     def _dump(self) -> None:
         for _path, dump, _reset in self.libraries:

@@ -74,17 +74,22 @@ class CompilerFuzzEnv(EpisodeEnv):
             engine.submit(self._config(action))  # generated in its worker ...
         if self.while_generating is not None:
             self.while_generating()  # ... while this process does something useful
-        observation = self.observation()
-        last = self.steps + 1 >= self.state.small_epochs or self.state.last_test()
-        following = None if self.choose_next is None or last else self._config(self.choose_next(observation))
+        ahead = self._observation_ahead()
+        following = None if ahead is None else self._config(self.choose_next(ahead))
         result = engine.finish(prefetch=following)
         self._submitted_ahead = following is not None
         terms = self.state.account(result)
         self.steps += 1
         truncated = self.steps >= self.state.small_epochs or self.state.exhausted()
-        if following is None:  # no action was chosen yet: the next one sees this test's result
-            observation = self.observation()
+        # the observation the next action is chosen from: before this test's result if chosen already
+        observation = self.observation() if ahead is None else ahead
         return observation, terms.total, False, truncated, step_info(result, terms)
+
+    def _observation_ahead(self) -> np.ndarray | None:
+        """The observation to choose the next test's action from now, while this test runs; None
+        without ``choose_next`` or at a big epoch's last test (the next epoch's mask is PPO's)."""
+        last = self.steps + 1 >= self.state.small_epochs or self.state.last_test()
+        return None if self.choose_next is None or last else self.observation()
 
 
 def step_info(result: TestResult, terms: Terms) -> dict[str, Any]:
